@@ -1,0 +1,40 @@
+# make run   : install into .venv (when missing), build the ToyWorld default run if none, start the app
+# make test  : install into .venv (when missing), install Debian chromium if missing, run the tests
+# make bench : print the performance ratios (run on an idle machine)
+PY      ?= python3.11
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+RUNS    ?= runs
+PORT    ?= 8501
+
+.PHONY: run test test-fast bench venv chromium clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(VPY) -m pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+run: venv
+	$(VPY) -m dissect default-run --runs $(RUNS)
+	DISSECT_RUNS=$(RUNS) $(VPY) -m streamlit run app.py --server.address 127.0.0.1 \
+	  --server.port $(PORT) --browser.gatherUsageStats false --server.headless true
+
+test: venv chromium
+	$(VPY) -m pytest -q tests
+
+test-fast: venv
+	$(VPY) -m pytest -q -m "not slow and not browser" tests
+
+bench: venv
+	$(VPY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache

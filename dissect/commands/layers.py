@@ -1,0 +1,30 @@
+"""python -m dissect layers --model M [--weights W] [--json]"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("layers", help="list named modules, their output shapes, dissectable ones")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", default="none")
+    p.add_argument("--classes", default=None)
+    p.add_argument("--size", type=int, default=None, help="input size for the dummy forward")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from dissect.models import list_layers, load_model
+    lm = load_model(args.model, args.weights, classes=args.classes)
+    layers = list_layers(lm, args.size)
+    if args.json:
+        print(json.dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial}
+                          for l in layers]))
+        return 0
+    width = max(len(l.name) for l in layers)
+    for l in layers:
+        mark = "dissectable" if l.spatial else ""
+        print(f"{l.name:<{width}}  {str(list(l.shape)):<20} {mark}")
+    return 0

@@ -1,0 +1,15 @@
+"""The errors a user can cause; the CLI and the app show their message, not a traceback."""
+from dissect.hooks import LayerNotFound
+from dissect.models import ModelError
+from dissect.probe import ProbeError
+
+
+class LayerError(ValueError):
+    """A layer that cannot be dissected (e.g. no spatial output); names the fix."""
+
+
+class RunError(ValueError):
+    """A run folder that is missing, incomplete, failed or from another version."""
+
+
+USER_ERRORS = (LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)

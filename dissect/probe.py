@@ -1,0 +1,125 @@
+"""Probe sets: images with concept labels, in one item/batch type for every source.
+
+    probe = open_probe("broden:/data/broden1_224", categories=["object", "part"])
+    loader = probe_loader(probe, batch_size=32, workers=1)
+    for batch in loader:            # ProbeBatch
+        batch.images                # float32 B×3×H×W in [0, 1], not normalised
+        batch.pixel["object"]       # int32 B×P×h×w concept ids, 0 = unlabelled
+        batch.scalar["scene"]       # int32 B×L image-level concept ids, 0-padded
+
+Concept ids are global across categories (Broden's label.csv numbering); 0 is never a concept.
+Sources: `broden:DIR` (dissect.broden), `toyworld[:N]` (dissect.toyworld), `folder:DIR` with a
+segmenter (segmenters/). Decoding happens in `__getitem__`, so DataLoader workers overlap it
+with the forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class ProbeError(ValueError):
+    """Bad probe data; the message names the file or key and the fix."""
+
+
+@dataclass
+class ProbeItem:
+    index: int                                   # row of the probe's `images` table
+    image: torch.Tensor                          # float32 3×H×W in [0, 1]
+    pixel: dict[str, np.ndarray] = field(default_factory=dict)   # cat -> int32 P×h×w
+    scalar: dict[str, np.ndarray] = field(default_factory=dict)  # cat -> int32 [L]
+
+
+@dataclass
+class ProbeBatch:
+    index: torch.Tensor                          # int64 B
+    images: torch.Tensor                         # float32 B×3×H×W in [0, 1]
+    pixel: dict[str, torch.Tensor]               # cat -> int32 B×P×h×w (P = max planes, 0-padded)
+    scalar: dict[str, torch.Tensor]              # cat -> int32 B×L (0-padded)
+
+
+class ProbeSet(Dataset):
+    """A labelled image set. Subclasses fill the tables below and implement `__getitem__`.
+
+    - `categories`: category names in a fixed order;
+    - `concepts`: DataFrame with columns concept (int id ≥ 1), name, category (its primary one);
+    - `images`: DataFrame with columns index, path, split (row i is item i);
+    - `mask_size`: (h, w) of every pixel-label plane;
+    - `pixel_categories` / `scalar_categories`: which categories are pixel-level / image-level.
+    """
+
+    categories: list[str]
+    pixel_categories: list[str]
+    scalar_categories: list[str]
+    concepts: pd.DataFrame
+    images: pd.DataFrame
+    mask_size: tuple[int, int]
+    description: str = ""
+    skipped: int = 0   # unreadable images left out (folder probes count them)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> ProbeItem:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def collate(items: list[ProbeItem]) -> ProbeBatch:
+    """Stack items into a batch, padding planes and image-level lists with 0 (unlabelled)."""
+    pixel: dict[str, torch.Tensor] = {}
+    scalar: dict[str, torch.Tensor] = {}
+    for cat in {c for it in items for c in it.pixel}:
+        planes = [it.pixel.get(cat) for it in items]
+        h, w = next(p.shape[-2:] for p in planes if p is not None)
+        depth = max((p.shape[0] for p in planes if p is not None), default=1)
+        out = np.zeros((len(items), depth, h, w), dtype=np.int32)
+        for b, p in enumerate(planes):
+            if p is not None:
+                out[b, : p.shape[0]] = p
+        pixel[cat] = torch.from_numpy(out)
+    for cat in {c for it in items for c in it.scalar}:
+        lists = [it.scalar.get(cat, np.zeros(0, np.int32)) for it in items]
+        out = np.zeros((len(items), max(1, max(len(v) for v in lists))), dtype=np.int32)
+        for b, v in enumerate(lists):
+            out[b, : len(v)] = v
+        scalar[cat] = torch.from_numpy(out)
+    return ProbeBatch(
+        index=torch.tensor([it.index for it in items], dtype=torch.int64),
+        images=torch.stack([it.image for it in items]),
+        pixel=pixel,
+        scalar=scalar,
+    )
+
+
+def probe_loader(probe: ProbeSet, batch_size: int = 32, workers: int = 1) -> DataLoader:
+    """A DataLoader in probe order (no shuffle) whose workers decode while the model runs."""
+    return DataLoader(
+        probe, batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=collate, persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+
+
+def open_probe(spec: str, **options) -> ProbeSet:
+    """Open a probe set from its command-line spec.
+
+    `broden:DIR`, `toyworld[:N]` (N images, built and cached; `seed=` picks the world), or
+    `folder:DIR` (needs `segmenter=`, e.g. "color,ade20k"). Options: categories, split, limit,
+    seed, segmenter, cache_dir.
+    """
+    kind, _, arg = spec.partition(":")
+    if kind == "broden":
+        from dissect.broden import BrodenProbe
+        return BrodenProbe(arg, **options)
+    if kind == "toyworld":
+        from dissect.toyworld import toyworld_probe
+        return toyworld_probe(int(arg) if arg else None, **options)
+    if kind == "folder":
+        from segmenters.folder import FolderProbe
+        return FolderProbe(arg, **options)
+    raise ProbeError(
+        f"unknown probe '{spec}': use broden:DIR, toyworld[:N] or folder:DIR (with --segmenter)"
+    )

@@ -1,0 +1,1 @@
+"""Segmenters: concept labels for any image, in the batch type the Broden reader yields."""
