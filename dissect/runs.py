@@ -1,0 +1,327 @@
+"""The run folder: write atomically, read, list, resume.
+
+    run = open_run("runs/r18")               # RunError when missing / other version
+    run.status, run.layers                   # "complete", ["layer3", "layer4"]
+    run.units("layer4")                      # DataFrame: unit, category, label, concept, iou, ...
+    run.iou("layer4")                        # float32 [units, concepts]; columns = run.concepts rows
+    run.topk("layer4")["indices"]            # int64 [units, k] rows of run.images
+    probe = run.probe()                      # the probe set, reopened from run.json
+    for r in list_runs("runs"): print(r.path, r.status)
+
+Every file is written to a temporary name in the same folder and renamed into place, so a
+reader never sees half a file. `run.json`'s status says "complete" only after everything else
+is on disk. Layout and schema: ../shared/DESIGN.md, "The run folder".
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from dissect.errors import RunError
+
+FORMAT_VERSION = 1
+STATUSES = ("running", "complete", "failed", "cancelled")
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call `write(fileobj)` on a temp file next to `path`, fsync, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write raw bytes."""
+    return _atomic(path, lambda f: f.write(data))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write JSON (indented, UTF-8)."""
+    data = json.dumps(obj, indent=1, default=_json_default).encode()
+    return write_bytes(path, data)
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
+    """Atomically write a DataFrame as CSV without the index."""
+    return write_bytes(path, df.to_csv(index=False).encode())
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Atomically write one array as .npy."""
+    return _atomic(path, lambda f: np.save(f, np.asarray(array)))
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Atomically write several arrays as an uncompressed .npz."""
+    return _atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def now_iso() -> str:
+    """UTC time as ISO 8601, seconds precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ----------------------------------------------------------------------------- reading
+class Run:
+    """A run folder, read lazily. Arrays are loaded on first use (acts is memory-mapped)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+    # -- run.json
+    @property
+    def info(self) -> dict:
+        """run.json as a dict (re-read each time: a running run rewrites it)."""
+        return read_info(self.path)
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "unknown")
+
+    @property
+    def config(self) -> dict:
+        return self.info.get("config", {})
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def layers(self) -> list[str]:
+        """Layers in config order that have a folder on disk."""
+        layers = list(self.config.get("layers", []))
+        return [l for l in layers if (self.path / "layers" / l).is_dir()] or layers
+
+    def layer_dir(self, layer: str) -> Path:
+        d = self.path / "layers" / layer
+        if not d.is_dir():
+            raise RunError(f"run {self.path} has no layer '{layer}' (it has: "
+                           f"{', '.join(self.layers) or 'none'}); pick one of those")
+        return d
+
+    def _need(self, path: Path) -> Path:
+        if not path.exists():
+            raise RunError(f"{path} is missing (run status: {self.status}); run the same "
+                           "`python -m dissect run ...` command again to resume it")
+        return path
+
+    # -- tables
+    @cached_property
+    def concepts(self) -> pd.DataFrame:
+        """concept, name, category, images, pixels; row i = column i of iou.npy."""
+        return pd.read_csv(self._need(self.path / "concepts.csv"), keep_default_na=False)
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        """index, path, split, width, height: the probe images in the order used."""
+        return pd.read_csv(self._need(self.path / "images.csv"), keep_default_na=False)
+
+    def units(self, layer: str) -> pd.DataFrame:
+        """unit, category, label, concept, iou, threshold (+ per-category columns)."""
+        return pd.read_csv(self._need(self.layer_dir(layer) / "units.csv"),
+                           keep_default_na=False, na_values=[""])
+
+    # -- arrays
+    def iou(self, layer: str) -> np.ndarray:
+        """float32 [units, concepts]."""
+        return np.load(self._need(self.layer_dir(layer) / "iou.npy"))
+
+    def topk(self, layer: str) -> dict[str, np.ndarray]:
+        """{"indices": int64 [units, k], "values": float32 [units, k], "maps": f16 [units,k,h,w]}."""
+        with np.load(self._need(self.layer_dir(layer) / "topk.npz")) as z:
+            return {k: z[k] for k in z.files}
+
+    def imgmax(self, layer: str) -> np.ndarray:
+        """float32 [images, units]: each unit's max raw activation per image."""
+        return np.load(self._need(self.layer_dir(layer) / "imgmax.npy"))
+
+    def hist(self, layer: str) -> dict[str, np.ndarray]:
+        """{"edges": float32 [units, B+1], "counts": int64 [units, B]}."""
+        with np.load(self._need(self.layer_dir(layer) / "hist.npz")) as z:
+            return {k: z[k] for k in z.files}
+
+    def acts(self, layer: str) -> np.ndarray | None:
+        """float16 [images, units, h, w] raw activations, memory-mapped; None when not kept."""
+        path = self.layer_dir(layer) / "acts.npy"
+        return np.load(path, mmap_mode="r") if path.exists() else None
+
+    def thresholds(self, layer: str) -> np.ndarray:
+        """float32 [units]: T_k."""
+        return self.units(layer)["threshold"].to_numpy(np.float32)
+
+    # -- probe
+    def probe(self):
+        """Reopen the probe set this run used (same spec and options, same image order)."""
+        from dissect.probe import open_probe
+        cfg = self.config
+        spec = cfg.get("probe")
+        if not spec:
+            raise RunError(f"{self.path / 'run.json'} has no config.probe; rerun the dissection")
+        opts = {k: v for k, v in (cfg.get("probe_options") or {}).items() if v is not None}
+        return open_probe(spec, **opts)
+
+
+def read_info(path: str | os.PathLike) -> dict:
+    """run.json of a run folder, checked for format version; RunError with the fix otherwise."""
+    path = Path(path)
+    f = path / "run.json"
+    if not f.exists():
+        raise RunError(f"{path} is not a run folder (no run.json); create one with "
+                       "`python -m dissect run ... --out {path}`")
+    try:
+        info = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{f} is not valid JSON ({e}); delete the folder and run again") from None
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise RunError(f"{f} has format_version {version!r}, this version reads "
+                       f"{FORMAT_VERSION}; rerun the dissection with this version")
+    return info
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    """Open a run folder (any status); RunError when it is missing or from another version."""
+    run = Run(path)
+    read_info(run.path)
+    return run
+
+
+def list_runs(root: str | os.PathLike) -> list[Run]:
+    """Every readable run folder directly under `root` (newest first); others are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and (d / "run.json").exists():
+            try:
+                runs.append(open_run(d))
+            except RunError:
+                continue
+    runs.sort(key=lambda r: r.info.get("updated") or "", reverse=True)
+    return runs
+
+
+# ----------------------------------------------------------------------------- writing
+class RunWriter:
+    """Writes one run folder: run.json updates (status, progress) and atomic files.
+
+        w = RunWriter(out, config)        # creates/reuses the folder, status "running"
+        w.progress("forward", 10, 500)    # throttled rewrite of run.json (every ~2 s)
+        w.write_npy("layers/layer4/iou.npy", iou)
+        w.finish(counts=...)              # status "complete" only here
+    """
+
+    def __init__(self, path: str | os.PathLike, config: dict, *, versions: dict | None = None,
+                 progress_every: float = 2.0):
+        import time
+        self._time = time.monotonic
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        old = {}
+        if (self.path / "run.json").exists():
+            try:
+                old = json.loads((self.path / "run.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                old = {}
+        self.info = {
+            "format_version": FORMAT_VERSION,
+            "status": "running",
+            "config": config,
+            "versions": versions or {},
+            "counts": {},
+            "progress": {"phase": "forward", "done": 0, "total": 0},
+            "timings": {},
+            "error": None,
+            "created": old.get("created") or now_iso(),
+            "updated": now_iso(),
+        }
+        self.progress_every = progress_every
+        self._last = 0.0
+        self.save()
+
+    def save(self) -> None:
+        self.info["updated"] = now_iso()
+        write_json(self.path / "run.json", self.info)
+
+    def progress(self, phase: str, done: int, total: int, force: bool = False) -> None:
+        """Record progress; rewrites run.json at most every `progress_every` seconds."""
+        self.info["progress"] = {"phase": phase, "done": int(done), "total": int(total)}
+        t = self._time()
+        if force or t - self._last >= self.progress_every:
+            self._last = t
+            self.save()
+
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return write_json(self.path / rel, obj)
+
+    def write_csv(self, rel: str, df: pd.DataFrame) -> Path:
+        return write_csv(self.path / rel, df)
+
+    def write_npy(self, rel: str, array: np.ndarray) -> Path:
+        return write_npy(self.path / rel, array)
+
+    def write_npz(self, rel: str, **arrays: np.ndarray) -> Path:
+        return write_npz(self.path / rel, **arrays)
+
+    def finish(self, **updates: Any) -> None:
+        """Mark complete (call only after every file is written)."""
+        self.info.update(updates)
+        self.info["status"] = "complete"
+        self.info["error"] = None
+        self.save()
+
+    def fail(self, error: BaseException | str, status: str = "failed") -> None:
+        """Mark failed/cancelled with the error message; never raises (best effort)."""
+        self.info["status"] = status
+        if isinstance(error, str):
+            self.info["error"] = error
+        else:
+            self.info["error"] = str(error) or type(error).__name__
+        try:
+            self.save()
+        except OSError:
+            pass
