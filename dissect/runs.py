@@ -207,7 +207,7 @@ def read_info(path: str | os.PathLike) -> dict:
     f = path / "run.json"
     if not f.exists():
         raise RunError(f"{path} is not a run folder (no run.json); create one with "
-                       "`python -m dissect run ... --out {path}`")
+                       f"`python -m dissect run ... --out {path}`")
     try:
         info = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
