@@ -1,16 +1,22 @@
 """Models: network + weights + preprocessing + class names, and the layer listing.
 
-    lm = load_model("resnet18", weights="none", seed=0)
+    lm = load_model("resnet18", weights="none", seed=0)      # or IMAGENET1K_V1 / DEFAULT / FILE
+    lm = load_model("resnet18", "resnet18_places365.pth.tar", classes="categories_places365.txt")
+    lm = load_model("my_net.py:build")                          # a user module's factory
+    lm = load_model("efficientnet_lite0", "DEFAULT")            # preset: real ImageNet weights, offline
     logits = lm.model(lm.normalize(images01))      # images01: float B×3×H×W in [0, 1]
-    lm.class_names[logits.argmax(1)[0]]
+    x = lm.prepare(pil_image)                      # a photo -> 3×S×S in [0, 1] (resize + centre crop)
     for info in list_layers(lm): print(info.name, info.shape, info.spatial)
 
-MINIMAL VERSION (lead's stub): torchvision names with weights none / ENUM only.
-The models owner extends this: checkpoints (.pth/.pth.tar/.safetensors), file.py:factory,
---classes FILE, presets (toyworld, efficientnet_lite0), offline messages.
+Weights are never downloaded: enum names are read from torchvision's cache ($TORCH_HOME) and a
+missing file is a ModelError naming the path. Presets: `toyworld`, `efficientnet_lite0`.
 """
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,6 +27,15 @@ from torch import nn
 
 class ModelError(ValueError):
     """A model or weights problem; the message names the thing and the fix."""
+
+
+def _imagenet_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    t = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    return tuple(t.mean), tuple(t.std)
+
+
+# fallback for checkpoints that carry no preprocessing: taken from torchvision, not hand-copied
+IMAGENET_MEAN, IMAGENET_STD = _imagenet_stats()
 
 
 @dataclass
@@ -34,6 +49,8 @@ class LoadedModel:
     input_size: int = 224                    # size single photos are resized/cropped to
     device: str = "cpu"
     meta: dict = field(default_factory=dict)
+    resize_size: int | None = None           # short side before the centre crop (None: 256/224 rule)
+    interpolation: str = "bilinear"          # "bilinear" or "bicubic"
 
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """Float B×3×H×W in [0, 1] -> the model's input (no resize, no crop)."""
@@ -41,34 +58,176 @@ class LoadedModel:
         std = torch.tensor(self.std, device=images01.device).view(1, 3, 1, 1)
         return (images01 - mean) / std
 
+    def prepare(self, image) -> torch.Tensor:
+        """A PIL image -> float 3×S×S in [0, 1]: resize the short side, centre-crop `input_size`."""
+        import torchvision.transforms.v2.functional as TF
+        from torchvision.transforms import InterpolationMode
+        mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" \
+            else InterpolationMode.BILINEAR
+        resize = self.resize_size or round(self.input_size * 256 / 224)
+        x = TF.to_dtype(TF.to_image(image.convert("RGB")), torch.float32, scale=True)
+        x = TF.resize(x, [resize], interpolation=mode, antialias=True)
+        return TF.center_crop(x, [self.input_size]).clamp(0, 1)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PRESETS = ("toyworld", "efficientnet_lite0")
 
 
 def load_model(name: str, weights: str = "none", *, classes: str | None = None,
                device: str = "cpu", seed: int = 0) -> LoadedModel:
-    """Load `name` with `weights` ("none" = seeded random init, or a torchvision enum name)."""
+    """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
+
+    weights: "none" (seeded random init), a torchvision enum name (IMAGENET1K_V1, DEFAULT) read
+    from the local cache, or a checkpoint file (.pth, .pth.tar, .safetensors).
+    """
+    weights = str(weights or "none")
     torch.manual_seed(seed)
+    if name == "toyworld":
+        from dissect.toyworld.model import load_toyworld
+        lm = load_toyworld(weights, device)
+    elif name == "efficientnet_lite0":
+        from dissect.presets.efficientnet_lite0 import load_efficientnet_lite0
+        lm = load_efficientnet_lite0(weights, device)
+    elif ".py:" in name or name.endswith(".py"):
+        lm = _load_user_module(name, weights)
+    else:
+        lm = _load_torchvision(name, weights)
+    if classes:
+        lm.class_names = read_class_names(classes, len(lm.class_names) or None)
+    lm.model.eval().to(device)
+    lm.device = device
+    return lm
+
+
+def _load_torchvision(name: str, weights: str) -> LoadedModel:
+    from dissect.checkpoint import (classifier_classes, classifier_name, fit_state_dict,
+                                    is_checkpoint_path, read_state_dict, checkpoint_classes)
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        other = name in torchvision.models.list_models()
+        what = "is not a classification model" if other else "is not a torchvision model"
+        raise ModelError(f"model '{name}' {what}.{hint} Use a torchvision classification name "
+                         f"(e.g. resnet18), a preset ({', '.join(PRESETS)}) or path/to/file.py:factory")
     if weights.lower() == "none":
         model = torchvision.models.get_model(name, weights=None)
-        n = _num_classes(model)
-        class_names = [f"class {i}" for i in range(n)]
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        enum = torchvision.models.get_model_weights(name)[weights] if weights != "DEFAULT" \
-            else torchvision.models.get_model_weights(name).DEFAULT
-        model = torchvision.models.get_model(name, weights=enum)
-        class_names = list(enum.meta.get("categories") or [])
-        t = enum.transforms()
-        mean, std = tuple(t.mean), tuple(t.std)
-    model.eval().to(device)
-    return LoadedModel(model, name, weights, class_names, mean, std, device=device)
+        return _wrap(model, name, weights, None)
+    if is_checkpoint_path(weights):
+        sd = read_state_dict(weights)
+        probe = torchvision.models.get_model(name, weights=None)
+        n = classifier_classes(sd, classifier_name(probe))
+        kwargs = {"num_classes": n} if n else {}
+        if name.startswith(("googlenet", "inception")):
+            kwargs.update(aux_logits=any(k.startswith("aux") for k in sd), init_weights=False)
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        fit_state_dict(model, sd, weights)
+        lm = _wrap(model, name, weights, checkpoint_classes(weights))
+        lm.meta["checkpoint"] = os.path.abspath(weights)
+        return lm
+    enum = _weights_enum(name, weights)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+    if not os.path.isfile(path):
+        home = os.environ.get("TORCH_HOME", "unset, so ~/.cache/torch")
+        raise ModelError(
+            f"weights {enum} are not in torchvision's cache: expected {path} ($TORCH_HOME is "
+            f"{home}). This tool never downloads: copy that file there, pass a local file with "
+            f"--weights FILE, or use --weights none"
+        )
+    model = torchvision.models.get_model(name, weights=enum)  # reads the cached file
+    t = enum.transforms()
+    lm = LoadedModel(model, name, weights, list(enum.meta.get("categories") or []),
+                     tuple(t.mean), tuple(t.std), input_size=int(t.crop_size[0]),
+                     resize_size=int(t.resize_size[0]),
+                     interpolation=t.interpolation.value, meta={"weights_enum": str(enum)})
+    if not lm.class_names:
+        lm.class_names = _default_names(model)
+    return lm
+
+
+def _weights_enum(name: str, weights: str):
+    try:
+        enum_cls = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise ModelError(f"model '{name}' has no torchvision weights; use --weights none or FILE") from None
+    member = weights.split(".")[-1]
+    try:
+        return enum_cls[member]
+    except KeyError:
+        names = ", ".join(["DEFAULT"] + [w.name for w in enum_cls])
+        raise ModelError(f"'{weights}' is not a weights name of {name}: use one of {names}, "
+                         "a checkpoint file, or none") from None
+
+
+def _wrap(model: nn.Module, name: str, weights: str, class_names: list[str] | None) -> LoadedModel:
+    return LoadedModel(model, name, weights, class_names or _default_names(model),
+                       IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _default_names(model: nn.Module) -> list[str]:
+    return [f"class {i}" for i in range(_num_classes(model))]
 
 
 def _num_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return last[-1].out_features if last else 1000
+    from dissect.checkpoint import classifier_name
+    cls = classifier_name(model)
+    if cls is None:
+        return 1000
+    module = model.get_submodule(cls)
+    return int(getattr(module, "out_features", None) or module.out_channels)
+
+
+def _load_user_module(spec: str, weights: str) -> LoadedModel:
+    """`path/to/file.py:factory` -> the factory's model (an nn.Module or a LoadedModel)."""
+    path, _, factory = spec.partition(":") if ".py:" in spec else (spec, "", "")
+    factory = factory or "build_model"
+    if not os.path.isfile(path):
+        raise ModelError(f"model file '{path}' does not exist; use --model path/to/file.py:factory")
+    mod_name = "dissect_user_" + re.sub(r"\W", "_", os.path.abspath(path))
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise ModelError(f"model file '{path}' failed to import: {type(e).__name__}: {e}") from None
+    fn: Callable | None = getattr(module, factory, None)
+    if not callable(fn):
+        found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise ModelError(f"'{path}' has no function '{factory}' (it defines: {', '.join(found[:8])}); "
+                         f"use --model {path}:NAME")
+    out = fn()
+    if isinstance(out, LoadedModel):
+        lm = out
+    elif isinstance(out, nn.Module):
+        lm = _wrap(out, spec, weights, getattr(module, "CLASS_NAMES", None))
+    else:
+        raise ModelError(f"{spec} returned {type(out).__name__}; it must return an nn.Module")
+    if weights.lower() != "none":
+        from dissect.checkpoint import checkpoint_classes, fit_state_dict, is_checkpoint_path, read_state_dict
+        if not is_checkpoint_path(weights):
+            raise ModelError(f"--weights for {spec} must be a checkpoint file or none, not '{weights}'")
+        fit_state_dict(lm.model, read_state_dict(weights), weights)
+        lm.class_names = checkpoint_classes(weights) or lm.class_names
+    lm.weights = weights
+    return lm
+
+
+def read_class_names(path: str, expected: int | None = None) -> list[str]:
+    """Class names from a file: one per line, or Places365's "/a/abbey 0" lines (sorted by index)."""
+    if not os.path.isfile(path):
+        raise ModelError(f"classes file '{path}' does not exist; give one class name per line")
+    with open(path, encoding="utf-8") as f:
+        lines = [ln.strip() for ln in f if ln.strip()]
+    indexed = [re.fullmatch(r"(\S+)\s+(\d+)", ln) for ln in lines]
+    if lines and all(indexed):
+        pairs = sorted((int(m[2]), m[1]) for m in indexed)
+        names = [re.sub(r"^/[a-z]/", "", n) for _, n in pairs]   # "/a/abbey" -> "abbey"
+    else:
+        names = lines
+    if expected and len(names) != expected:
+        raise ModelError(f"classes file '{path}' has {len(names)} names but the model has "
+                         f"{expected} outputs; give one name per output")
+    return names
 
 
 @dataclass
@@ -89,3 +248,16 @@ def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
         LayerInfo(n, tuple(acts[n].shape[1:]), acts[n].dim() == 4)
         for n in names if n in acts
     ]
+
+
+def layer_info(lm: LoadedModel, layer: str, size: int | None = None) -> LayerInfo:
+    """One layer's output shape (LayerNotFound for a name the model lacks); stops after it."""
+    from dissect.hooks import capture, get_layer, stopped_forward
+    get_layer(lm.model, layer)
+    size = size or lm.input_size
+    with torch.no_grad(), capture(lm.model, [layer], stop_after=True) as acts:
+        stopped_forward(lm.model, torch.zeros(1, 3, size, size, device=lm.device))
+    if layer not in acts:
+        raise ModelError(f"layer '{layer}' did not run in a forward pass of {lm.name}; pick another")
+    out = acts[layer]
+    return LayerInfo(layer, tuple(out.shape[1:]), out.dim() == 4)
