@@ -1,0 +1,90 @@
+"""Layer overview: how many units are interpretable, for which concepts, across layers."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from dissect.render import category_color
+from pages import common
+from pages.data import iou_threshold, layer_summary, units_table
+
+ctx = common.need_run()
+units = units_table(ctx.path, ctx.layer, ctx.stamp)
+t = iou_threshold(ctx.path, ctx.stamp)
+interp = units[units.interpretable]
+n, m, k = len(interp), len(units), interp["label"].nunique()
+
+st.title(f"{ctx.entry.name} · {ctx.layer}")
+st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Interpretable units", f"{n} / {m}", f"{100 * n / max(1, m):.0f}%", delta_color="off")
+c2.metric("Distinct concepts", k)
+c3.metric("Median IoU (interpretable)", f"{interp['iou'].median():.3f}" if n else "—")
+c4.metric("Best unit", f"{units['iou'].max():.3f}" if m else "—",
+          units.loc[units['iou'].idxmax(), 'label'] if m else None, delta_color="off")
+
+cats = sorted(units["category"].unique())
+colors = {c: category_color(c) for c in cats}
+left, right = st.columns(2)
+with left:
+    st.subheader("Interpretable units per category")
+    per = interp.groupby("category").size().reindex(cats, fill_value=0).reset_index(name="units")
+    fig = px.bar(per, x="category", y="units", color="category", color_discrete_map=colors,
+                 text="units")
+    fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="per_category")
+with right:
+    st.subheader("Best IoU of every unit")
+    fig = px.histogram(units, x="iou", color="category", color_discrete_map=colors, nbins=40)
+    fig.add_vline(x=t, line_dash="dash", line_color="#888",
+                  annotation_text=f"IoU {t:g}", annotation_position="top right")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), bargap=0.05,
+                      legend_title_text="", barmode="stack")
+    st.plotly_chart(fig, key="iou_hist")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Concepts")
+    st.caption("Interpretable units per concept. Select a row to browse its units.")
+    table = (interp.groupby(["label", "category"])
+             .agg(units=("unit", "size"), best_iou=("iou", "max"), mean_iou=("iou", "mean"),
+                  best_unit=("iou", lambda s: int(interp.loc[s.idxmax(), "unit"])))
+             .reset_index().sort_values(["units", "best_iou"], ascending=False))
+    sel = st.dataframe(
+        table, hide_index=True, key="concepts", on_select="rerun", selection_mode="single-row",
+        height=360,
+        column_config={
+            "label": "concept",
+            "units": st.column_config.ProgressColumn(
+                "units", format="%d", min_value=0, max_value=int(table["units"].max() or 1)),
+            "best_iou": st.column_config.NumberColumn("best IoU", format="%.3f"),
+            "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.3f"),
+            "best_unit": st.column_config.NumberColumn("best unit", format="%d"),
+        })
+    rows = sel.selection.rows if sel is not None and hasattr(sel, "selection") else []
+    if rows:
+        concept = table.iloc[rows[0]]["label"]
+        st.session_state["browser_search"] = concept
+        common.go("browser")
+with right:
+    st.subheader("Layers of this run")
+    summary = layer_summary(ctx.path, ctx.stamp)
+    if summary.empty:
+        st.caption("No interpretable units in any layer.")
+    else:
+        fig = px.bar(summary, x="layer", y="units", color="category", color_discrete_map=colors
+                     | {c: category_color(c) for c in summary.category.unique()},
+                     category_orders={"layer": ctx.layers}, barmode="stack")
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), legend_title_text="")
+        st.plotly_chart(fig, key="layers_cmp")
+    st.caption("Interpretable units per category in each dissected layer.")
+
+st.divider()
+a, b, c = st.columns(3)
+with a:
+    common.page_link("browser", label="Browse the units of this layer")
+with b:
+    best = int(units.loc[units["iou"].idxmax(), "unit"]) if m else 0
+    common.page_link("unit", label=f"Open the best unit ({best})", unit=best)
+with c:
+    common.page_link("image", label="Look at probe images")

@@ -1,0 +1,107 @@
+"""Unit browser: filter and sort a layer's units, see their top images, open or ablate them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages import common
+from pages.data import unit_strip, units_table
+
+PER_PAGE = 24
+COLS = 4
+
+ctx = common.need_run()
+units = units_table(ctx.path, ctx.layer, ctx.stamp)
+st.title(f"Units of {ctx.layer}")
+st.caption(f"{ctx.entry.name} · {len(units)} units · top images with the unit's mask "
+           "(pixels outside it dimmed ×0.2)")
+
+cats = sorted(units["category"].unique())
+f1, f2, f3, f4 = st.columns([2, 2, 3, 2])
+with f1:
+    pick_cats = st.multiselect("Category", cats, key="browser_cats", placeholder="all")
+with f2:
+    labels = sorted(l for l in units["label"].unique() if l)
+    pick_labels = st.multiselect("Label", labels, key="browser_labels", placeholder="all")
+with f3:
+    hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
+    lo_hi = st.slider("IoU range", 0.0, hi, (0.0, hi), step=0.001, format="%.3f",
+                      key=f"browser_iou_{hi}")
+with f4:
+    search = st.text_input("Concept search", key="browser_search", placeholder="e.g. tree",
+                           help="Matches the unit's label and its best label in every category")
+g1, g2, _ = st.columns([2, 2, 5])
+with g1:
+    only = st.toggle("Interpretable only", key="browser_only",
+                     help="IoU at least the run's threshold")
+with g2:
+    sort = st.selectbox("Sort by", ["IoU ↓", "unit ↑", "label", "category"], key="browser_sort")
+
+view = units
+if pick_cats:
+    view = view[view["category"].isin(pick_cats)]
+if pick_labels:
+    view = view[view["label"].isin(pick_labels)]
+view = view[(view["iou"].fillna(0) >= lo_hi[0]) & (view["iou"].fillna(0) <= lo_hi[1])]
+if only:
+    view = view[view["interpretable"]]
+if search.strip():
+    q = search.strip().lower()
+    text_cols = [c for c in view.columns if c == "label" or c.endswith("-label")]
+    hit = view[text_cols].astype(str).apply(lambda s: s.str.lower().str.contains(q, regex=False))
+    view = view[hit.any(axis=1)]
+view = {"IoU ↓": lambda v: v.sort_values("iou", ascending=False),
+        "unit ↑": lambda v: v.sort_values("unit"),
+        "label": lambda v: v.sort_values(["label", "iou"], ascending=[True, False]),
+        "category": lambda v: v.sort_values(["category", "iou"], ascending=[True, False]),
+        }[sort](view)
+
+tab_cards, tab_table = st.tabs([f"Cards ({len(view)})", "Table"])
+with tab_table:
+    shown = [c for c in ["unit", "label", "category", "iou", "threshold", "interpretable"]
+             if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
+    sel = st.dataframe(
+        view[shown], hide_index=True, key="browser_table", on_select="rerun",
+        selection_mode="multi-row", height=420,
+        column_config={"iou": st.column_config.NumberColumn("IoU", format="%.4f"),
+                       "threshold": st.column_config.NumberColumn("T_k", format="%.4g")})
+    rows = list(sel.selection.rows) if sel is not None and hasattr(sel, "selection") else []
+    chosen = [int(view.iloc[r]["unit"]) for r in rows]
+    st.caption(f"{len(chosen)} selected" if chosen else
+               "Select rows to ablate just those; otherwise the filtered units are used.")
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        target = chosen or [int(u) for u in view["unit"]]
+        if st.button(f"Ablate these units ({len(target)})", key="ablate_btn",
+                     icon=":material/science:", disabled=not target):
+            st.session_state["ablate_units"] = {"layer": ctx.layer, "units": target}
+            if (Path(common.__file__).parent / "ablation_lab.py").exists():
+                common.go("ablation")
+            else:
+                st.warning("The ablation lab is not installed in this build.")
+    with c2:
+        if len(chosen) == 1:
+            common.page_link("unit", label=f"Open unit {chosen[0]}", unit=chosen[0])
+
+with tab_cards:
+    if view.empty:
+        st.info("No unit matches these filters.")
+    else:
+        pages = (len(view) + PER_PAGE - 1) // PER_PAGE
+        page = 1
+        if pages > 1:
+            page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="browser_page")
+        chunk = view.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+        for start in range(0, len(chunk), COLS):
+            cols = st.columns(COLS)
+            for col, (_, row) in zip(cols, chunk.iloc[start:start + COLS].iterrows()):
+                u = int(row["unit"])
+                with col.container(border=True):
+                    if st.button(f"unit {u} · {row['label'] or '—'}", key=f"open_{u}",
+                                 type="tertiary", help="Open this unit"):
+                        common.go("unit", unit=u)
+                    st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.3f}**"
+                                + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*"),
+                                unsafe_allow_html=True)
+                    st.image(unit_strip(ctx.path, ctx.stamp, ctx.layer, u), width="stretch")

@@ -1,0 +1,122 @@
+"""Unit detail: a unit's top images with its mask, its IoU against every concept, its
+activation histogram with the threshold, and previous/next navigation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from dissect.render import category_color
+from pages import common
+from pages.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
+                        unit_overlay, units_table)
+
+COLS = 5
+
+ctx = common.need_run()
+units = units_table(ctx.path, ctx.layer, ctx.stamp)
+arrays = layer_arrays(ctx.path, ctx.layer, ctx.stamp)
+n_units = len(units)
+unit = st.session_state.get("unit")
+if not isinstance(unit, int) or not 0 <= unit < n_units:
+    if unit is not None:
+        st.warning(f"{ctx.layer} has units 0–{n_units - 1}; unit {unit} does not exist. "
+                   "Showing the best unit instead.")
+    unit = int(units.loc[units["iou"].idxmax(), "unit"]) if n_units else 0
+st.session_state["unit"] = unit
+common.set_params(unit=unit)
+row = units[units["unit"] == unit].iloc[0]
+
+
+def _step(d: int) -> None:
+    st.session_state["unit"] = (st.session_state["unit"] + d) % n_units
+    st.session_state.pop("unit_jump", None)
+
+
+def _jump() -> None:
+    st.session_state["unit"] = int(st.session_state["unit_jump"])
+
+
+nav1, nav2, nav3, nav4 = st.columns([1, 1, 2, 6], vertical_alignment="bottom")
+nav1.button("◀ Previous", key="prev_unit", on_click=_step, args=(-1,), width="stretch")
+nav2.button("Next ▶", key="next_unit", on_click=_step, args=(1,), width="stretch")
+st.session_state["unit_jump"] = unit
+nav3.number_input("Unit", 0, max(0, n_units - 1), key="unit_jump", on_change=_jump)
+with nav4:
+    common.page_link("browser", label="Back to the unit browser")
+
+st.title(f"Unit {unit} · {row['label'] or '—'}")
+t = iou_threshold(ctx.path, ctx.stamp)
+verdict = "interpretable" if row["interpretable"] else f"below the IoU threshold {t:g}"
+st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.4f}** ({verdict}) "
+            f"&nbsp;·&nbsp; threshold T<sub>k</sub> = **{row['threshold']:.4g}** &nbsp;·&nbsp; "
+            f"layer `{ctx.layer}` of `{ctx.entry.name}`", unsafe_allow_html=True)
+extra = [c[:-6] for c in units.columns if c.endswith("-label")]
+if extra:
+    bits = [f"{c}: **{row[c + '-label']}** ({row[c + '-iou']:.3f})" for c in extra
+            if str(row.get(c + "-label", "")) not in ("", "nan") and c + "-iou" in row]
+    if bits:
+        st.caption("Best per category — " + " · ".join(bits))
+
+indices, values = arrays["topk_indices"][unit], arrays["topk_values"][unit]
+k = len(indices)
+top_l, top_r = st.columns([4, 1], vertical_alignment="bottom")
+top_l.subheader(f"Top {k} images")
+concept_id = int(row["concept"]) if "concept" in row and pd.notna(row.get("concept")) else None
+show_seg = top_r.toggle("Show the concept's segmentation", key="show_seg",
+                        disabled=concept_id is None,
+                        help=f"Pixels labelled '{row['label']}' in the probe set, beside each image")
+per_row = COLS if not show_seg else 3
+for start in range(0, k, per_row):
+    cols = st.columns(per_row if not show_seg else per_row * 2)
+    for j, rank in enumerate(range(start, min(k, start + per_row))):
+        i = int(indices[rank])
+        col = cols[j if not show_seg else 2 * j]
+        col.image(unit_overlay(ctx.path, ctx.stamp, ctx.layer, unit, rank), width="stretch",
+                  caption=f"#{rank + 1} · image {i} · max {values[rank]:.3g}")
+        if show_seg and concept_id is not None:
+            cols[2 * j + 1].image(concept_overlay(ctx.path, ctx.stamp, i, concept_id,
+                                                  str(row["category"])), width="stretch",
+                                  caption=f"'{row['label']}' in image {i}")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("IoU against concepts (top 20)")
+    concepts = concepts_table(ctx.path, ctx.stamp)
+    ious = np.asarray(arrays["iou"][unit], dtype=float)
+    order = np.argsort(-ious)[:20]
+    top = pd.DataFrame({"concept": concepts["name"].to_numpy()[order],
+                        "category": concepts["category"].to_numpy()[order], "iou": ious[order]})
+    fig = px.bar(top[::-1], x="iou", y="concept", color="category", orientation="h",
+                 color_discrete_map={c: category_color(c) for c in top.category.unique()})
+    fig.add_vline(x=t, line_dash="dash", line_color="#888")
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), legend_title_text="",
+                      yaxis_title=None, xaxis_title="IoU")
+    st.plotly_chart(fig, key="iou_bar")
+with right:
+    st.subheader("Activation histogram")
+    if "hist_counts" in arrays:
+        edges = arrays["hist_edges"][unit].astype(float)
+        counts = arrays["hist_counts"][unit]
+        fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts,
+                               width=np.diff(edges), marker_color=category_color(row["category"])))
+        fig.add_vline(x=float(row["threshold"]), line_dash="dash", line_color="#d62728",
+                      annotation_text="T_k", annotation_position="top")
+        fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_type="log",
+                          xaxis_title="raw activation", yaxis_title="count (log)")
+        st.plotly_chart(fig, key="act_hist")
+        above = counts[(edges[:-1] + edges[1:]) / 2 > float(row["threshold"])].sum()
+        q = get_run(ctx.path, ctx.stamp).config.get("quantile")
+        st.caption(f"{above / max(1, counts.sum()):.2%} of this unit's raw activations lie above "
+                   f"T_k" + (f" (the run's quantile is {q:g})." if q else "."))
+    else:
+        st.info("This run kept no activation histogram (hist.npz).")
+
+st.divider()
+st.caption("Share this unit: copy the address bar, it carries run, layer and unit.")
+links = st.columns(min(k, 6) or 1)
+for j in range(min(k, 6)):
+    with links[j]:
+        common.page_link("image", label=f"Image {int(indices[j])}", image=int(indices[j]))
