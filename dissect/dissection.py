@@ -1,0 +1,365 @@
+"""The two-phase dissection pass that fills a run folder.
+
+    cfg = DissectConfig(model="resnet18", weights="none", layers=["layer3", "layer4"],
+                        probe="broden:/data/broden1_224")
+    dissect(cfg, "runs/r18")          # resumes when runs/r18 holds the same, unfinished run
+
+Phase 1 runs the model once per image (all layers in one pass, stopping after the last one),
+caches raw activations (fp32 by default, in an on-disk memmap under <run>/cache), and
+streams exact thresholds, per-image maxima, top-k images and min/max. Phase 2 reads the
+cache back with each image's labels (decoded again in DataLoader workers, images skipped)
+and tallies intersections and unions (dissect.tally). Both phases checkpoint their
+statistics, so an interrupted run resumes where it stopped. Semantics: ../shared/DESIGN.md.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from dissect.errors import LayerError, RunError
+from dissect.hooks import capture, get_layer, stopped_forward
+from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
+from dissect.runs import RunWriter, read_info
+from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
+from dissect.tally import BatchLabels, tally_batch
+
+DENOMINATORS = ("nd", "netdissect-lite", "global")
+CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
+
+
+@dataclass
+class DissectConfig:
+    """Everything that defines a run (stored in run.json["config"])."""
+    model: str = "resnet18"
+    weights: str = "none"
+    layers: list[str] = field(default_factory=lambda: ["layer4"])
+    probe: str = "toyworld"
+    probe_options: dict = field(default_factory=dict)   # categories, split, limit, seed, segmenter
+    quantile: float = 0.005
+    denominator: str = "nd"
+    batch_size: int = 32
+    workers: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    topk: int = 20
+    iou_threshold: float = 0.04
+    classes: str | None = None
+    cache_dtype: str = "float32"      # float32 (exact) or float16
+    cache: str = "disk"               # disk (memmap, resumable) or ram
+    keep_acts: bool = True            # write layers/<layer>/acts.npy (float16) for the app
+    bins: int = 64
+
+    def identity(self) -> str:
+        """Hash of the options that change results (not batch size, workers, device)."""
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("batch_size", "workers", "device", "keep_acts", "cache")}
+        return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict:
+    import torchvision
+    from dissect import __version__
+    return {"dissect": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__}
+
+
+def _clean_worker_error(e: Exception) -> Exception:
+    """A ProbeError raised in a DataLoader worker comes back wrapped in a traceback; unwrap it."""
+    text = str(e)
+    if "Original Traceback" in text:
+        for line in reversed(text.strip().splitlines()):
+            if "Error: " in line:
+                return ProbeError(line.split("Error: ", 1)[1])
+    return e
+
+
+def _batches(loader) -> Iterator:
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except ProbeError as e:
+            raise _clean_worker_error(e) from None
+        yield batch
+
+
+class _Layer:
+    """Per-layer cache and statistics."""
+
+    def __init__(self, name: str, shape: tuple[int, int, int], n: int, cfg: DissectConfig,
+                 cache_dir: Path | None):
+        self.name, self.shape = name, shape
+        k, h, w = shape
+        dtype = np.float16 if cfg.cache_dtype == "float16" else np.float32
+        if cache_dir is None:
+            self.cache = np.zeros((n, k, h, w), dtype)
+            self.imgmax = np.zeros((n, k), np.float32)
+        else:
+            f, g = cache_dir / f"{name}.acts.npy", cache_dir / f"{name}.imgmax.npy"
+            mode = "r+" if f.exists() and g.exists() else "w+"
+            self.cache = np.lib.format.open_memmap(f, mode=mode, dtype=dtype, shape=(n, k, h, w))
+            self.imgmax = np.lib.format.open_memmap(g, mode=mode, dtype=np.float32, shape=(n, k))
+        self.quant = TailQuantile(k, cfg.quantile, n * h * w)
+        self.minmax = MinMax(k)
+        self.top = TopK(k, cfg.topk)
+        self.tally: IoUTally | None = None
+        self.hist: Histogram | None = None
+
+    def stats(self, phase: int) -> dict:
+        if phase == 1:
+            return {"quant": self.quant.state_dict(), "minmax": self.minmax.state_dict(),
+                    "top": self.top.state_dict()}
+        return {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+
+    def load(self, state: dict) -> None:
+        for key, value in state.items():
+            getattr(self, key).load_state_dict(value)
+
+    def flush(self) -> None:
+        for a in (self.cache, self.imgmax):
+            if isinstance(a, np.memmap):
+                a.flush()
+
+
+def _layer_shapes(lm, probe: ProbeSet, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    for name in layers:
+        get_layer(lm.model, name)            # LayerNotFound with close names
+    item = probe[0]
+    x = lm.normalize(item.image[None].to(lm.device))
+    with torch.inference_mode(), capture(lm.model, list(layers)) as acts:
+        lm.model(x)
+    shapes = {}
+    for name in layers:
+        if name not in acts:
+            raise LayerError(f"layer '{name}' did not run in the forward pass; pick a layer "
+                             "that `python -m dissect layers` lists with a shape")
+        t = acts[name]
+        if t.dim() != 4:
+            raise LayerError(
+                f"layer '{name}' has output shape {list(t.shape[1:])}, not K×h×w: it has no "
+                "spatial map to dissect. Pick a convolutional layer (`python -m dissect layers "
+                "--model ...` marks them 'dissectable')")
+        shapes[name] = tuple(t.shape[1:])
+    return shapes
+
+
+def _concept_tables(probe: ProbeSet):
+    concepts = probe.concepts.reset_index(drop=True)
+    cats = list(probe.categories)
+    ids = concepts["concept"].to_numpy(np.int64)
+    lut = torch.full((int(ids.max()) + 1 if len(ids) else 1,), -1, dtype=torch.long)
+    lut[torch.from_numpy(ids.copy())] = torch.arange(len(ids))
+    cc = torch.tensor([cats.index(c) for c in concepts["category"]], dtype=torch.long)
+    return concepts, cats, lut, cc
+
+
+def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | None = None,
+            progress: bool = True, overwrite: bool = False) -> Path:
+    """Run (or resume) a dissection into the run folder `out`; returns its path.
+
+    `lm` (a LoadedModel) and `probe` override loading from `cfg` (tests, the app).
+    Raises RunError when `out` holds a different run (pass overwrite=True to replace it).
+    """
+    if cfg.denominator not in DENOMINATORS:
+        raise RunError(f"unknown --denominator '{cfg.denominator}': use "
+                       f"{', '.join(DENOMINATORS)}")
+    out = Path(out)
+    ident = cfg.identity()
+    if (out / "run.json").exists():
+        try:
+            info = read_info(out)
+        except RunError:
+            info = {}
+        same = info.get("identity") == ident
+        if same and info.get("status") == "complete" and not overwrite:
+            return out
+        if not same and not overwrite:
+            raise RunError(f"{out} holds a different run ({info.get('config', {}).get('model')}"
+                           f" on {info.get('config', {}).get('probe')}); pass another --out, or "
+                           "--overwrite to replace it")
+        if overwrite and not same:
+            shutil.rmtree(out)
+    if probe is None:
+        opts = {k: v for k, v in cfg.probe_options.items() if v is not None}
+        probe = open_probe(cfg.probe, **opts)
+    if lm is None:
+        from dissect.models import load_model
+        lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
+                        seed=cfg.seed)
+    shapes = _layer_shapes(lm, probe, cfg.layers)
+    writer = RunWriter(out, asdict(cfg), versions=_versions())
+    writer.info["identity"] = ident
+    writer.info["counts"] = {"images": len(probe), "concepts": len(probe.concepts),
+                             "skipped_images": int(getattr(probe, "skipped", 0)),
+                             "units": {n: s[0] for n, s in shapes.items()}}
+    writer.save()
+    try:
+        _run(cfg, out, writer, lm, probe, shapes, progress)
+    except KeyboardInterrupt:
+        writer.fail("interrupted: run the same command again to resume", status="cancelled")
+        raise
+    except BaseException as e:
+        writer.fail(_clean_worker_error(e) if isinstance(e, Exception) else e)
+        raise
+    return out
+
+
+def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -> None:
+    n = len(probe)
+    cache_dir = out / "cache" if cfg.cache == "disk" else None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    layers = {name: _Layer(name, s, n, cfg, cache_dir) for name, s in shapes.items()}
+    concepts, cats, lut, cc = _concept_tables(probe)
+    timings = dict(writer.info.get("timings") or {})
+    ck1, ck2 = (cache_dir / "phase1.pt", cache_dir / "phase2.pt") if cache_dir else (None, None)
+
+    # ---- phase 1: forward once per image
+    t0 = time.perf_counter()
+    done = 0
+    if ck1 is not None and ck1.exists():
+        state = torch.load(ck1, weights_only=False)
+        if state.get("identity") == cfg.identity():
+            done = state["done"]
+            for name, st in state["layers"].items():
+                layers[name].load(st)
+    if done < n:
+        _phase1(cfg, lm, probe, layers, writer, done, ck1, progress)
+    timings["forward"] = round(time.perf_counter() - t0, 3)
+    thresholds = {name: torch.from_numpy(L.quant.readout()) for name, L in layers.items()}
+
+    # ---- phase 2: tally
+    t0 = time.perf_counter()
+    done = 0
+    for L in layers.values():
+        L.tally = IoUTally(L.shape[0], len(concepts), len(cats))
+        L.hist = Histogram.from_range(L.minmax.min, L.minmax.max, cfg.bins)
+    if ck2 is not None and ck2.exists():
+        state = torch.load(ck2, weights_only=False)
+        if state.get("identity") == cfg.identity():
+            done = state["done"]
+            for name, st in state["layers"].items():
+                layers[name].load(st)
+    if done < n:
+        _phase2(cfg, probe, layers, thresholds, lut, cc, len(cats), writer, done, ck2, progress)
+    timings["tally"] = round(time.perf_counter() - t0, 3)
+
+    # ---- write
+    t0 = time.perf_counter()
+    writer.progress("write", 0, len(layers), force=True)
+    from dissect.results import write_results
+    write_results(writer, cfg, probe, concepts, cats, cc, layers, thresholds)
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    writer.info["progress"] = {"phase": "write", "done": len(layers), "total": len(layers)}
+    writer.finish(timings=timings)
+    if cache_dir is not None:
+        for L in layers.values():
+            del L.cache, L.imgmax
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> None:
+    if path is None:
+        return
+    from dissect.runs import _atomic
+    for L in layers.values():
+        L.flush()
+    state = {"identity": cfg.identity(), "done": done,
+             "layers": {name: L.stats(phase) for name, L in layers.items()}}
+    _atomic(path, lambda f: torch.save(state, f))
+
+
+def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool) -> None:
+    n = len(probe)
+    names = list(layers)
+    ds = probe if done == 0 else Subset(probe, range(done, n))
+    loader = probe_loader(ds, cfg.batch_size, cfg.workers)
+    bar = tqdm(total=n, initial=done, unit="img", desc="forward", disable=not progress,
+               dynamic_ncols=True)
+    last = time.monotonic()
+    with torch.inference_mode():
+        for batch in _batches(loader):
+            x = lm.normalize(batch.images.to(lm.device, non_blocking=True))
+            # a fresh capture per batch: its stop-after-last-layer state is per forward pass
+            with capture(lm.model, names, stop_after=True) as acts:
+                stopped_forward(lm.model, x)
+            idx = batch.index.numpy()
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            contiguous = hi - lo == len(idx)
+            for name, L in layers.items():
+                a = acts[name].float()
+                if L.cache.dtype == np.float16:     # statistics see what the cache holds
+                    a = a.half().float()
+                L.quant.add(a)
+                L.minmax.add(a)
+                m = a.amax(dim=(2, 3))
+                L.top.add(m, batch.index)
+                a_np, m_np = a.cpu().numpy(), m.cpu().numpy()
+                if contiguous:
+                    L.cache[lo:hi] = a_np
+                    L.imgmax[lo:hi] = m_np
+                else:
+                    L.cache[idx] = a_np
+                    L.imgmax[idx] = m_np
+            done += len(idx)
+            bar.update(len(idx))
+            writer.progress("forward", done, n)
+            if time.monotonic() - last > CHECKPOINT_EVERY and done < n:
+                _checkpoint(ckpt, cfg, done, layers, 1)
+                last = time.monotonic()
+    bar.close()
+    _checkpoint(ckpt, cfg, done, layers, 1)
+    writer.progress("forward", done, n, force=True)
+
+
+def _label_view(probe: ProbeSet) -> ProbeSet:
+    if hasattr(probe, "decode_images"):
+        probe = copy.copy(probe)
+        probe.decode_images = False
+    return probe
+
+
+def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, writer,
+            done: int, ckpt, progress: bool) -> None:
+    n = len(probe)
+    lp = _label_view(probe)
+    ds = lp if done == 0 else Subset(lp, range(done, n))
+    loader = probe_loader(ds, cfg.batch_size, cfg.workers)
+    dev = torch.device(cfg.device)
+    cc_dev = cc.to(dev)
+    th_dev = {k: v.to(dev) for k, v in thresholds.items()}
+    bar = tqdm(total=n, initial=done, unit="img", desc="tally", disable=not progress,
+               dynamic_ncols=True)
+    last = time.monotonic()
+    with torch.inference_mode():
+        for batch in _batches(loader):
+            labels = BatchLabels.from_batch(batch, lut, probe.mask_size)
+            idx = batch.index.numpy()
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            for name, L in layers.items():
+                raw = L.cache[lo:hi] if hi - lo == len(idx) else L.cache[idx]
+                a = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+                L.hist.add(a)
+                L.tally.add(tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats))
+            done += len(idx)
+            bar.update(len(idx))
+            writer.progress("tally", done, n)
+            if time.monotonic() - last > CHECKPOINT_EVERY and done < n:
+                _checkpoint(ckpt, cfg, done, layers, 2)
+                last = time.monotonic()
+    bar.close()
+    _checkpoint(ckpt, cfg, done, layers, 2)
+    writer.progress("tally", done, n, force=True)
