@@ -95,6 +95,10 @@ class ADE20KSegmenter:
             self._model = model.eval().to(self.device)
         return self._model
 
+    def release(self) -> None:
+        """Drop the loaded model (it is loaded again on the next `segment` call)."""
+        self._model = None
+
     def concepts(self) -> list[tuple[str, str]]:
         """The 150 ADE20K classes, category "object"; id = model label + 1."""
         return [(n, "object") for n in ade20k_classes()]

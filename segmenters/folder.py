@@ -1,0 +1,264 @@
+"""Any folder of images as a probe set, labelled by segmenters (`--probe folder:DIR`).
+
+    probe = FolderProbe("photos/", segmenter="color,ade20k", size=224)   # via open_probe too
+    probe[0].pixel["color"]          # int32 1×112×112 colour-term ids
+    probe.skipped, probe.skipped_paths   # unreadable images left out (the run goes on)
+
+Every image under DIR (recursively; jpg, png, bmp, gif, tif, webp) is resized to size×size (the
+whole image, aspect not kept, as Broden's 224 px images) and labelled at half that size. Labels
+are computed once, up front and with a progress bar, then cached per image and per segmenter in
+`<cache>/segments/<name>-<version>/<in>x<mask>/` keyed by the file's content hash (cache =
+`cache_dir`, else $DISSECT_CACHE, else `<repo>/.cache`), so a second run, or `Run.probe()` in the
+app, does not segment again. `__getitem__` only decodes the image and reads cached labels, so
+DataLoader workers stay cheap and no worker ever holds a segmentation model. Ground-truth parts
+(broden:DIR, toyworld) read their label files in `__getitem__` instead.
+Options: segmenter (spec for segmenters.make_segmenter), categories, split (first folder level,
+e.g. DIR/val/...), limit (a seeded random sample, kept in path order), seed, cache_dir, size,
+device, progress.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from dissect.probe import ProbeError, ProbeItem, ProbeSet
+from segmenters import make_segmenter
+from segmenters.base import Segmentation
+from segmenters.merged import MergedSegmenter
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                 Image.DecompressionBombError)
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where segmentations are cached: cache_dir, $DISSECT_CACHE or <repo>/.cache, + segments/."""
+    base = cache_dir or os.environ.get("DISSECT_CACHE") or Path(__file__).resolve().parents[1] / ".cache"
+    return Path(base).expanduser() / "segments"
+
+
+def read_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """uint8 H×W×3 RGB of an image file, resized to size×size (bilinear) when size is given."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size and im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def file_hash(path: Path) -> str:
+    """sha1 of the file's bytes (the cache key; renaming or moving a file keeps its labels)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(f.name, path)
+
+
+class FolderProbe(ProbeSet):
+    """A folder of images labelled by segmenters; see the module docstring."""
+
+    def __init__(self, directory: str | os.PathLike, segmenter: str | None = "color",
+                 categories: Sequence[str] | str | None = None, split: str | None = None,
+                 limit: int | None = None, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None, size: int = 224,
+                 device: str = "cpu", batch_size: int = 8, progress: bool = True,
+                 **_ignored) -> None:
+        self.directory = Path(directory).expanduser().resolve()
+        if not self.directory.is_dir():
+            raise ProbeError(f"image folder {self.directory} does not exist; pass "
+                             "--probe folder:DIR with a folder of images")
+        self.size = int(size)
+        self.mask_size = (self.size // 2, self.size // 2)
+        self.segmenter_spec = segmenter or "color"
+        seg = make_segmenter(self.segmenter_spec, device=device, seed=seed, cache_dir=cache_dir)
+        self.segmenter = seg if isinstance(seg, MergedSegmenter) else MergedSegmenter([seg])
+        self.cache = cache_root(cache_dir)
+        self._select_categories(categories)
+
+        paths, splits = self._list(split, limit, seed)
+        self.skipped_paths: list[str] = []
+        keep, hashes, sizes = self._check_and_segment(paths, batch_size, progress)
+        if not keep:
+            raise ProbeError(f"no readable images in {self.directory} ({len(self.skipped_paths)} "
+                             "could not be decoded); check the files")
+        self.skipped = len(self.skipped_paths)
+        self.images = pd.DataFrame({
+            "index": np.arange(len(keep)),
+            "path": [str(paths[i]) for i in keep],
+            "split": [splits[i] for i in keep],
+            "width": [sizes[i][0] for i in keep],
+            "height": [sizes[i][1] for i in keep],
+            "hash": [hashes[i] for i in keep],
+        })
+        self.description = (f"folder {self.directory.name}: {len(keep)} images labelled by "
+                            f"{self.segmenter.name}" + (f", {self.skipped} unreadable skipped"
+                                                        if self.skipped else ""))
+
+    # -- setup
+    def _select_categories(self, categories) -> None:
+        seg = self.segmenter
+        if isinstance(categories, str):
+            categories = [c.strip() for c in categories.split(",") if c.strip()]
+        if categories:
+            unknown = [c for c in categories if c not in seg.categories]
+            if unknown:
+                raise ProbeError(f"segmenter {seg.name} gives no category {', '.join(unknown)}; "
+                                 f"choose from: {', '.join(seg.categories)}")
+        chosen = [c for c in seg.categories if not categories or c in categories]
+        self.categories = chosen
+        self.pixel_categories = [c for c in seg.pixel_categories if c in chosen]
+        self.scalar_categories = [c for c in seg.scalar_categories if c in chosen]
+        concepts = seg.concepts()
+        rows = [(i + 1, n, c) for i, (n, c) in enumerate(concepts) if c in chosen]
+        self.concepts = pd.DataFrame(rows, columns=["concept", "name", "category"])
+        self.concepts["concept"] = self.concepts["concept"].astype(np.int64)
+
+    def _list(self, split, limit, seed) -> tuple[list[Path], list[str]]:
+        files = sorted(p for p in self.directory.rglob("*")
+                       if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+                       and not any(part.startswith(".") for part in
+                                   p.relative_to(self.directory).parts))
+        if not files:
+            raise ProbeError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {self.directory}; "
+                             "pass a folder that holds image files (subfolders are searched)")
+        rel = [p.relative_to(self.directory).parts for p in files]
+        splits = [r[0] if len(r) > 1 else "" for r in rel]
+        if split:
+            known = sorted(set(splits) - {""})
+            pick = [i for i, s in enumerate(splits) if s == split]
+            if not pick:
+                raise ProbeError(f"no images under {self.directory / split}; splits are the "
+                                 f"first-level folders: {', '.join(known) or '(none)'}")
+            files, splits = [files[i] for i in pick], [splits[i] for i in pick]
+        if limit is not None and 0 < int(limit) < len(files):
+            pick = np.sort(np.random.default_rng(seed).choice(len(files), int(limit), False))
+            files, splits = [files[i] for i in pick], [splits[i] for i in pick]
+        return files, splits
+
+    def _entry(self, part, digest: str) -> Path:
+        insize = part.input_size or self.size
+        return (self.cache / f"{part.name}-{part.version}" / f"{insize}x{self.mask_size[0]}"
+                / digest[:2] / f"{digest}.npz")
+
+    def _check_and_segment(self, paths: list[Path], batch_size: int, progress: bool):
+        """Hash every file, find what the cache lacks, segment that in batches (with a bar)."""
+        parts = [p for p in self.segmenter.parts if not p.from_files]
+        hashes: list[str] = []
+        pending: list[int] = []
+        for i, path in enumerate(paths):
+            try:
+                hashes.append(file_hash(path))
+            except OSError as e:
+                hashes.append("")
+                self._skip(path, e)
+                continue
+            if not parts or not all(self._entry(p, hashes[i]).exists() for p in parts):
+                pending.append(i)
+        bad = {i for i, h in enumerate(hashes) if not h}
+        if pending:
+            from tqdm import tqdm
+            bar = tqdm(total=len(pending), desc=f"segmenting ({self.segmenter.name})",
+                       unit="img", disable=not progress, file=sys.stderr)
+            for s in range(0, len(pending), batch_size):
+                batch = pending[s:s + batch_size]
+                bad |= self._segment_batch([paths[i] for i in batch],
+                                           [hashes[i] for i in batch], batch, parts)
+                bar.update(len(batch))
+            bar.close()
+            for p in parts:   # no DataLoader worker needs the model: free it
+                getattr(p, "release", lambda: None)()
+        keep, sizes = [], {}
+        for i, path in enumerate(paths):
+            if i in bad:
+                continue
+            try:
+                with Image.open(path) as im:
+                    sizes[i] = im.size
+            except DECODE_ERRORS as e:
+                self._skip(path, e)
+                continue
+            keep.append(i)
+        return keep, hashes, sizes
+
+    def _segment_batch(self, paths, digests, idx, parts) -> set[int]:
+        originals, ok = [], []
+        bad = set()
+        for path, i in zip(paths, idx):
+            try:
+                with Image.open(path) as im:
+                    originals.append(im.convert("RGB"))
+                ok.append(True)
+            except DECODE_ERRORS as e:
+                self._skip(path, e)
+                bad.add(i)
+                ok.append(False)
+        good = [j for j, o in enumerate(ok) if o]
+        if not good:
+            return bad
+        for part in parts:
+            todo = [j for j in good if not self._entry(part, digests[j]).exists()]
+            if not todo:
+                continue
+            insize = part.input_size or self.size
+            rows = [good.index(j) for j in todo]
+            batch = np.stack([np.asarray(originals[r].resize(
+                (insize, insize), Image.Resampling.BILINEAR), np.uint8) for r in rows])
+            results = part.segment(batch, self.mask_size, paths=[str(paths[j]) for j in todo])
+            for j, res in zip(todo, results):
+                _save_npz(self._entry(part, digests[j]), res.to_arrays())
+        return bad
+
+    def _skip(self, path: Path, err: Exception) -> None:
+        self.skipped_paths.append(str(path))
+        print(f"warning: skipped unreadable image {path} ({type(err).__name__}: {err})",
+              file=sys.stderr)
+
+    # -- items
+    def labels(self, i: int) -> Segmentation:
+        """Image i's labels from the cache (and ground-truth files), ids as in `concepts`."""
+        row = self.images.iloc[int(i)]
+        results = []
+        for part in self.segmenter.parts:
+            if part.from_files:
+                results += part.segment(None, self.mask_size, paths=[row["path"]])
+                continue
+            entry = self._entry(part, row["hash"])
+            try:
+                with np.load(entry) as z:
+                    results.append(Segmentation.from_arrays(z))
+            except (OSError, ValueError) as e:
+                raise ProbeError(f"cached segmentation {entry} of {row['path']} is unreadable "
+                                 f"({e}); delete it and open the probe again") from None
+        seg = self.segmenter.combine(results)
+        seg.pixel = {c: a for c, a in seg.pixel.items() if c in self.categories}
+        seg.scalar = {c: a for c, a in seg.scalar.items() if c in self.categories}
+        return seg
+
+    def __getitem__(self, i: int) -> ProbeItem:
+        i = int(i)
+        path = self.images["path"].iat[i]
+        try:
+            rgb = read_rgb(path, self.size)
+        except DECODE_ERRORS as e:
+            raise ProbeError(f"image {path} cannot be read any more ({e}); restore it or "
+                             "open the probe again to skip it") from None
+        seg = self.labels(i)
+        image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
+        return ProbeItem(index=i, image=image, pixel=seg.pixel, scalar=seg.scalar)
