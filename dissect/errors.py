@@ -12,4 +12,8 @@ class RunError(ValueError):
     """A run folder that is missing, incomplete, failed or from another version."""
 
 
-USER_ERRORS = (LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)
+class AblationError(ValueError):
+    """A bad ablation request (unit out of range, unknown class, unreadable image, empty set)."""
+
+
+USER_ERRORS = (AblationError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)
