@@ -152,6 +152,11 @@ def _layer_shapes(lm, probe: ProbeSet, layers: Sequence[str]) -> dict[str, tuple
                 f"layer '{name}' has output shape {list(t.shape[1:])}, not K×h×w: it has no "
                 "spatial map to dissect. Pick a convolutional layer (`python -m dissect layers "
                 "--model ...` marks them 'dissectable')")
+        if t.shape[2] * t.shape[3] == 1:
+            raise LayerError(
+                f"layer '{name}' has output shape {list(t.shape[1:])}: a 1×1 map has no spatial "
+                "extent to compare with concept masks. Pick an earlier convolutional layer "
+                "(`python -m dissect layers --model ...` lists them)")
         shapes[name] = tuple(t.shape[1:])
     return shapes
 

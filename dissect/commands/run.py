@@ -1,0 +1,83 @@
+"""python -m dissect run --model M --weights W --layer L1,L2 --probe SPEC --out RUN [options]
+
+Fills (or resumes) a run folder; exit status 0 only when it is complete.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="dissect layers of a model against a probe set into RUN",
+                       description=__doc__)
+    p.add_argument("--model", required=True, help="torchvision name, preset, or file.py:factory")
+    p.add_argument("--weights", default="none", help="none | ENUM (e.g. IMAGENET1K_V1) | FILE")
+    p.add_argument("--classes", default=None, help="class-name file (one per line)")
+    p.add_argument("--layer", "--layers", dest="layer", required=True,
+                   help="comma-separated module names, e.g. layer3,layer4")
+    p.add_argument("--probe", required=True, help="broden:DIR | toyworld[:N] | folder:DIR")
+    p.add_argument("--categories", default=None, help="comma-separated, e.g. object,part")
+    p.add_argument("--split", default=None, help="only images of this split (e.g. val)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--segmenter", default=None, help="for folder: probes, e.g. color,ade20k")
+    p.add_argument("--quantile", type=float, default=0.005, help="top fraction (default 0.005)")
+    p.add_argument("--denominator", default="nd", choices=["nd", "netdissect-lite", "global"])
+    p.add_argument("--iou-threshold", type=float, default=0.04)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--topk", type=int, default=20, help="top images kept per unit")
+    p.add_argument("--cache", default="disk", choices=["disk", "ram"],
+                   help="activation cache: on-disk memmap (resumable) or RAM")
+    p.add_argument("--cache-dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--no-acts", action="store_true", help="do not keep acts.npy in the run")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="run folder")
+    p.set_defaults(handler=main)
+
+
+def _sigterm(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from dissect.dissection import DissectConfig, dissect
+    from dissect.errors import RunError
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 0 < args.quantile < 1:
+        raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
+    layers = [l.strip() for l in args.layer.split(",") if l.strip()]
+    opts = {"categories": args.categories.split(",") if args.categories else None,
+            "split": args.split, "limit": args.limit, "seed": args.seed,
+            "segmenter": args.segmenter}
+    cfg = DissectConfig(
+        model=args.model, weights=args.weights, layers=layers, probe=args.probe,
+        probe_options={k: v for k, v in opts.items() if v is not None},
+        quantile=args.quantile, denominator=args.denominator, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, seed=args.seed, topk=args.topk,
+        iou_threshold=args.iou_threshold, classes=args.classes, cache=args.cache,
+        cache_dtype=args.cache_dtype, keep_acts=not args.no_acts)
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    from dissect.runs import open_run
+    run = open_run(out)
+    for layer in run.layers:
+        units = run.units(layer)
+        n = int(units["interpretable"].sum()) if "interpretable" in units else 0
+        print(f"{layer}: {n}/{len(units)} units interpretable (IoU ≥ {cfg.iou_threshold})",
+              file=sys.stderr)
+    print(str(out))
+    return 0
