@@ -13,7 +13,8 @@ app, does not segment again. `__getitem__` only decodes the image and reads cach
 DataLoader workers stay cheap and no worker ever holds a segmentation model. Ground-truth parts
 (broden:DIR, toyworld) read their label files in `__getitem__` instead.
 Options: segmenter (spec for segmenters.make_segmenter), categories, split (first folder level,
-e.g. DIR/val/...), limit (a seeded random sample, kept in path order), seed, cache_dir, size,
+e.g. DIR/val/...), limit (a seeded random sample of that many readable images, kept in path
+order), seed, cache_dir, size,
 device, progress.
 """
 from __future__ import annotations
@@ -92,9 +93,24 @@ class FolderProbe(ProbeSet):
         self.cache = cache_root(cache_dir)
         self._select_categories(categories)
 
-        paths, splits = self._list(split, limit, seed)
+        paths, splits = self._list(split)
         self.skipped_paths: list[str] = []
-        keep, hashes, sizes = self._check_and_segment(paths, batch_size, progress)
+        order = np.arange(len(paths))
+        want = len(paths)
+        if limit is not None and 0 < int(limit) < len(paths):   # a seeded sample of readable
+            order, want = np.random.default_rng(seed).permutation(len(paths)), int(limit)
+        keep: list[int] = []
+        hashes: dict[int, str] = {}
+        sizes: dict[int, tuple[int, int]] = {}
+        tried = 0
+        while len(keep) < want and tried < len(paths):   # more rounds only to replace bad files
+            chunk = [int(i) for i in order[tried:tried + want - len(keep)]]
+            tried += len(chunk)
+            k, h, z = self._check_and_segment([paths[i] for i in chunk], batch_size, progress)
+            keep += [chunk[j] for j in k]
+            hashes.update({chunk[j]: v for j, v in enumerate(h)})
+            sizes.update({chunk[j]: v for j, v in z.items()})
+        keep.sort()
         if not keep:
             raise ProbeError(f"no readable images in {self.directory} ({len(self.skipped_paths)} "
                              "could not be decoded); check the files")
@@ -130,7 +146,7 @@ class FolderProbe(ProbeSet):
         self.concepts = pd.DataFrame(rows, columns=["concept", "name", "category"])
         self.concepts["concept"] = self.concepts["concept"].astype(np.int64)
 
-    def _list(self, split, limit, seed) -> tuple[list[Path], list[str]]:
+    def _list(self, split) -> tuple[list[Path], list[str]]:
         files = sorted(p for p in self.directory.rglob("*")
                        if p.suffix.lower() in IMAGE_EXTS and p.is_file()
                        and not any(part.startswith(".") for part in
@@ -146,9 +162,6 @@ class FolderProbe(ProbeSet):
             if not pick:
                 raise ProbeError(f"no images under {self.directory / split}; splits are the "
                                  f"first-level folders: {', '.join(known) or '(none)'}")
-            files, splits = [files[i] for i in pick], [splits[i] for i in pick]
-        if limit is not None and 0 < int(limit) < len(files):
-            pick = np.sort(np.random.default_rng(seed).choice(len(files), int(limit), False))
             files, splits = [files[i] for i in pick], [splits[i] for i in pick]
         return files, splits
 
