@@ -65,6 +65,11 @@ class RunEntry:
 
 @st.cache_data(ttl=2, show_spinner=False)
 def list_entries(root: str) -> list[RunEntry]:
+    """scan_runs, cached for two seconds."""
+    return scan_runs(root)
+
+
+def scan_runs(root: str) -> list[RunEntry]:
     """Every folder with a run.json under `root`, newest first; unreadable ones included."""
     out = []
     r = Path(root)

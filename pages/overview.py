@@ -16,6 +16,9 @@ n, m, k = len(interp), len(units), interp["label"].nunique()
 
 st.title(f"{ctx.entry.name} · {ctx.layer}")
 st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}")
+if n == 0:
+    st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
+            "the charts below still show every unit's best match.")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Interpretable units", f"{n} / {m}", f"{100 * n / max(1, m):.0f}%", delta_color="off")
 c2.metric("Distinct concepts", k)
@@ -45,10 +48,13 @@ with right:
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Concepts")
-    st.caption("Interpretable units per concept. Select a row to browse its units.")
-    table = (interp.groupby(["label", "category"])
-             .agg(units=("unit", "size"), best_iou=("iou", "max"), mean_iou=("iou", "mean"),
-                  best_unit=("iou", lambda s: int(interp.loc[s.idxmax(), "unit"])))
+    st.caption("Units whose best label is each concept: interpretable ones (IoU ≥ t) and all. "
+               "Select a row to browse its units.")
+    labelled = units[units["label"] != ""]
+    table = (labelled.groupby(["label", "category"])
+             .agg(units=("interpretable", "sum"), labelled=("unit", "size"),
+                  best_iou=("iou", "max"), mean_iou=("iou", "mean"),
+                  best_unit=("iou", lambda s: int(labelled.loc[s.idxmax(), "unit"])))
              .reset_index().sort_values(["units", "best_iou"], ascending=False))
     sel = st.dataframe(
         table, hide_index=True, key="concepts", on_select="rerun", selection_mode="single-row",
@@ -56,7 +62,8 @@ with left:
         column_config={
             "label": "concept",
             "units": st.column_config.ProgressColumn(
-                "units", format="%d", min_value=0, max_value=int(table["units"].max() or 1)),
+                "units", format="%d", min_value=0, max_value=max(1, int(table["units"].max()) if len(table) else 1)),
+            "labelled": st.column_config.NumberColumn("all labelled", format="%d"),
             "best_iou": st.column_config.NumberColumn("best IoU", format="%.3f"),
             "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.3f"),
             "best_unit": st.column_config.NumberColumn("best unit", format="%d"),
