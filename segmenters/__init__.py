@@ -6,7 +6,7 @@
 
 Spec: comma-separated names, each optionally `name:ARG` — `color` (alias colour), `ade20k[:MODEL]`
 (a save_pretrained folder or a Hugging Face id already in the local cache), `broden:DIR` and
-`toyworld[:DIR]` (ground truth by image path). The folder probe (`--probe folder:DIR
+`toyworld[:DIR|:N]` (ground truth by image path; N: the cached world of N images). The folder probe (`--probe folder:DIR
 --segmenter SPEC`) is segmenters.folder.FolderProbe.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ _DESCRIPTIONS = {
     "ade20k": "ADE20K objects (150 classes) by UPerNet-ConvNeXt; needs the weights in the local "
               "Hugging Face cache or a save_pretrained folder (ade20k:PATH)",
     "broden": "ground truth of a Broden-format folder (broden:DIR), images matched by path",
-    "toyworld": "ToyWorld ground truth (toyworld:DIR, or the cached default world)",
+    "toyworld": "ToyWorld ground truth (toyworld:DIR, toyworld:N for the cached world of N "
+                "images, or the default world)",
 }
 _ALIASES = {"colour": "color", "colors": "color", "colours": "color"}
 
@@ -47,6 +48,8 @@ def make_one(spec: str, *, device: str = "cpu", categories=None, seed: int = 0,
         return BrodenGroundTruth(arg, categories=categories)
     if name == "toyworld":
         from segmenters.groundtruth import toyworld_ground_truth
+        if arg.isdigit():   # toyworld:N, the cached world of N images (built once)
+            return toyworld_ground_truth(n=int(arg), seed=seed, cache_dir=cache_dir)
         return toyworld_ground_truth(arg or None, seed=seed, cache_dir=cache_dir)
     raise SegmenterError(f"unknown segmenter '{spec}'; choose from: "
                          f"{', '.join(_DESCRIPTIONS)} (comma-separated, e.g. color,ade20k)")

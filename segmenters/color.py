@@ -9,7 +9,7 @@ The model: nearest prototype in CIELAB among the 571 colours of the xkcd colour 
 2010, ~200k participants, CC0) whose name's head word is a basic term (`color_terms.csv`), plus an
 achromatic axis of black / grey / white anchors (the survey names few near-neutral colours, so
 without them dark greys come out blue or brown). The whole RGB cube is classified once into a
-64×64×64 lookup table (quantised at 4 levels per step, bin centres), so naming an image is one
+64×64×64 lookup table (bins of 4 levels per channel, classified at their centres), so naming an image is one
 table lookup per pixel: no weights, no per-pixel Python.
 """
 from __future__ import annotations
@@ -49,7 +49,8 @@ def prototypes() -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def lookup_table() -> np.ndarray:
-    """uint8 [2**(3*BITS)] term index for each quantised RGB colour (built once, ~0.3 s)."""
+    """uint8 [2**(3*BITS)] term index for each quantised RGB colour (built once, ~0.2 s)."""
+    from scipy.spatial import cKDTree
     from skimage.color import rgb2lab
     levels = 2 ** BITS
     step = 256 // levels
@@ -58,13 +59,8 @@ def lookup_table() -> np.ndarray:
     cube = np.stack([r, g, b], -1).reshape(-1, 3) / 255.0
     lab = rgb2lab(cube[None])[0]
     proto, term = prototypes()
-    out = np.empty(len(lab), np.uint8)
-    p2 = (proto ** 2).sum(1)
-    for s in range(0, len(lab), 16384):
-        x = lab[s:s + 16384]
-        d = p2[None, :] - 2.0 * x @ proto.T          # |x|² is constant per row
-        out[s:s + 16384] = term[d.argmin(1)]
-    return out
+    _, nearest = cKDTree(proto).query(lab)
+    return term[nearest].astype(np.uint8)
 
 
 class ColorNamer:

@@ -11,11 +11,12 @@ are computed once, up front and with a progress bar, then cached per image and p
 `cache_dir`, else $DISSECT_CACHE, else `<repo>/.cache`), so a second run, or `Run.probe()` in the
 app, does not segment again. `__getitem__` only decodes the image and reads cached labels, so
 DataLoader workers stay cheap and no worker ever holds a segmentation model. Ground-truth parts
-(broden:DIR, toyworld) read their label files in `__getitem__` instead.
+(broden:DIR, toyworld) read their label files in `__getitem__` instead, and their mask PNGs
+are not taken for photos (so `folder:BRODEN/images --segmenter color,broden:BRODEN` works).
 Options: segmenter (spec for segmenters.make_segmenter), categories, split (first folder level,
 e.g. DIR/val/...), limit (a seeded random sample of that many readable images, kept in path
 order), seed, cache_dir, size,
-device, progress.
+device (for model segmenters; default cuda when available), progress.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class FolderProbe(ProbeSet):
                  categories: Sequence[str] | str | None = None, split: str | None = None,
                  limit: int | None = None, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, size: int = 224,
-                 device: str = "cpu", batch_size: int = 8, progress: bool = True,
+                 device: str | None = None, batch_size: int = 8, progress: bool = True,
                  **_ignored) -> None:
         self.directory = Path(directory).expanduser().resolve()
         if not self.directory.is_dir():
@@ -88,6 +89,8 @@ class FolderProbe(ProbeSet):
         self.size = int(size)
         self.mask_size = (self.size // 2, self.size // 2)
         self.segmenter_spec = segmenter or "color"
+        if device is None:   # segmentation models use the GPU when there is one
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         seg = make_segmenter(self.segmenter_spec, device=device, seed=seed, cache_dir=cache_dir)
         self.segmenter = seg if isinstance(seg, MergedSegmenter) else MergedSegmenter([seg])
         self.cache = cache_root(cache_dir)
@@ -154,6 +157,11 @@ class FolderProbe(ProbeSet):
         if not files:
             raise ProbeError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {self.directory}; "
                              "pass a folder that holds image files (subfolders are searched)")
+        gts = [p for p in self.segmenter.parts if hasattr(p, "is_label_file")]
+        files = [f for f in files if not any(g.is_label_file(f) for g in gts)]
+        if not files:
+            raise ProbeError(f"{self.directory} holds only label masks; point --probe "
+                             "folder: at the photos")
         rel = [p.relative_to(self.directory).parts for p in files]
         splits = [r[0] if len(r) > 1 else "" for r in rel]
         if split:
@@ -239,9 +247,10 @@ class FolderProbe(ProbeSet):
         return bad
 
     def _skip(self, path: Path, err: Exception) -> None:
+        from tqdm import tqdm
         self.skipped_paths.append(str(path))
-        print(f"warning: skipped unreadable image {path} ({type(err).__name__}: {err})",
-              file=sys.stderr)
+        tqdm.write(f"warning: skipped unreadable image {path} ({type(err).__name__}: {err})",
+                   file=sys.stderr)
 
     # -- items
     def labels(self, i: int) -> Segmentation:

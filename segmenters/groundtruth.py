@@ -50,6 +50,11 @@ class BrodenGroundTruth:
         for i, r in enumerate(rel):
             names.setdefault(Path(r).name, []).append(i)
         self._by_name = {n: v[0] for n, v in names.items() if len(v) == 1}
+        masks = set()
+        for cat in self.pixel_categories:
+            for cell in self.probe.rows[cat]:
+                masks.update(t for t in cell.split(";") if t and not t.isdigit())
+        self._masks = {(self.directory / "images" / m).as_posix() for m in masks}
         index = self.directory / "index.csv"
         st = index.stat()
         self.version = "1-" + hashlib.sha1(
@@ -59,6 +64,10 @@ class BrodenGroundTruth:
     def concepts(self) -> list[tuple[str, str]]:
         """The folder's concepts (name, primary category) in label.csv order."""
         return list(self._concepts)
+
+    def is_label_file(self, path: str | Path) -> bool:
+        """True for the folder's own mask PNGs (a folder probe over `<dir>/images` skips them)."""
+        return Path(path).expanduser().resolve().as_posix() in self._masks
 
     def row_of(self, path: str) -> int | None:
         """The folder's row for an image path, or None when it does not list it."""

@@ -144,3 +144,25 @@ def test_run_folder_end_to_end(photos, tmp_path):
     assert len(units) == 512 and set(units["category"].dropna()) <= {"color"}
     iou = np.load(out / "layers" / "layer4" / "iou.npy")
     assert iou.shape == (512, len(concepts)) and np.isfinite(iou).all()
+
+
+def test_toyworld_ground_truth_beside_the_colour_namer(tmp_path):
+    """folder:<world>/images with color,toyworld:N — masks are not photos, ids stay apart."""
+    from segmenters import make_segmenter
+    gt = make_segmenter("toyworld:12", cache_dir=tmp_path / "tw")
+    assert gt.name == "toyworld" and {"object", "scene"} <= set(gt.categories)
+    probe = FolderProbe(gt.directory / "images", segmenter=f"color,toyworld:{gt.directory}",
+                        cache_dir=tmp_path / "cache", progress=False)
+    assert len(probe) == 12 and probe.skipped == 0      # mask PNGs were not taken as photos
+    names = dict(zip(probe.concepts["concept"], probe.concepts["name"]))
+    agree = total = 0
+    for i in range(len(probe)):
+        item = probe[i]
+        ours, truth = item.pixel["color"]
+        assert item.pixel["object"].max() > 11 and item.scalar["scene"].min() > 11
+        known = truth > 0
+        got = np.array([names[v] for v in ours[known]])
+        want = np.array([names[v].split(" (")[0] for v in truth[known]])
+        agree += (got == want).sum()
+        total += known.sum()
+    assert agree / total > 0.6, agree / total            # cyan and textures differ by design
