@@ -1,0 +1,107 @@
+"""Bad input gets one clear line naming the file or key and the fix (CLI exit status ≠ 0)."""
+from __future__ import annotations
+
+import errno
+import shutil
+
+import pandas as pd
+import pytest
+
+from dissect import runs
+from dissect.__main__ import main
+from dissect.broden import BrodenProbe
+from dissect.errors import LayerError
+from dissect.probe import ProbeError
+from dissect.runs import open_run
+from dissect.synthetic_broden import make_synthetic_broden
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    d = tmp_path_factory.mktemp("good")
+    make_synthetic_broden(d, n=8, image_size=48, mask_size=24, seed=4)
+    return d
+
+
+@pytest.fixture
+def broden(good, tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(good, d)
+    return d
+
+
+def run_cli(probe, out, *extra, layer="layer3"):
+    return main(["run", "--model", "resnet18", "--layer", layer, "--probe", f"broden:{probe}",
+                 "--batch-size", "4", "--workers", "1", "--quiet", "--out", str(out), *extra])
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_missing_index_column(broden, capsys):
+    idx = pd.read_csv(broden / "index.csv", keep_default_na=False)
+    idx.drop(columns=["object"]).to_csv(broden / "index.csv", index=False)
+    with pytest.raises(ProbeError, match=r"index.csv has no column 'object'.*add the column"):
+        BrodenProbe(broden)
+    assert run_cli(broden, broden / "run") == 2
+    assert "index.csv has no column 'object'" in one_line(capsys)
+    assert len(BrodenProbe(broden, categories="color,scene")) == 8    # the other fix works
+
+
+def test_missing_mask_file(broden, tmp_path, capsys):
+    (broden / "images" / "img00005_color.png").unlink()
+    assert run_cli(broden, tmp_path / "run") == 2      # raised in a DataLoader worker
+    msg = one_line(capsys)
+    assert "img00005_color.png" in msg and "row 7" in msg and "column 'color'" in msg
+    assert open_run(tmp_path / "run").status == "failed"
+
+
+def test_corrupt_image(broden, tmp_path, capsys):
+    (broden / "images" / "img00002.jpg").write_bytes(b"not a jpeg at all")
+    assert run_cli(broden, tmp_path / "run") == 2
+    msg = one_line(capsys)
+    assert "img00002.jpg" in msg and "cannot be decoded" in msg and "remove that row" in msg
+
+
+def test_missing_category_table(broden):
+    (broden / "c_part.csv").unlink()
+    with pytest.raises(ProbeError, match=r"c_part.csv is missing"):
+        BrodenProbe(broden)
+
+
+def test_unknown_layer_suggests_close_names(good, tmp_path, capsys):
+    assert run_cli(good, tmp_path / "run", layer="layer33") == 2
+    msg = one_line(capsys)
+    assert "'layer33'" in msg and "Did you mean: layer3" in msg
+
+
+@pytest.mark.parametrize("layer", ["fc", "avgpool"])
+def test_non_spatial_layer(good, tmp_path, capsys, layer):
+    assert run_cli(good, tmp_path / "run", layer=layer) == 2
+    msg = one_line(capsys)
+    assert f"layer '{layer}'" in msg and "convolutional layer" in msg
+    assert issubclass(LayerError, ValueError)
+
+
+def test_full_disk(good, tmp_path, capsys, monkeypatch):
+    def full(path, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(runs, "write_npz", full)
+    assert run_cli(good, tmp_path / "run") == 3
+    msg = one_line(capsys)
+    assert "disk is full" in msg and ".npz" in msg
+    run = open_run(tmp_path / "run")
+    assert run.status == "failed" and "No space left" in run.info["error"]
+
+
+def test_other_run_in_out_folder(good, tmp_path, capsys):
+    assert run_cli(good, tmp_path / "run", "--limit", "4") == 0
+    capsys.readouterr()
+    assert run_cli(good, tmp_path / "run", "--limit", "5") == 2
+    assert "--overwrite" in one_line(capsys)
+    assert run_cli(good, tmp_path / "run", "--limit", "5", "--overwrite") == 0
+    assert open_run(tmp_path / "run").info["counts"]["images"] == 5
