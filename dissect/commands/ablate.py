@@ -1,0 +1,160 @@
+"""python -m dissect ablate --model M [--weights W] --layer L [--units 3,17 | --concept tree --run RUN]
+    [--mode zero|mean|value=X|scale=X] (--images FILE... | --set toyworld:N | --set folder:DIR)
+    [--seed S] [--json] [--rank N]
+
+--images: top-5 before/after per image (and every class whose probability moves).
+--set: accuracy and balanced accuracy per class before/after; --rank N adds each class's N most
+important units of the layer (each removed alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ablate", help="switch units off (or set them) and measure the effect")
+    p.add_argument("--model", default=None, help="model name (default: the --run's model)")
+    p.add_argument("--weights", default=None, help="none | ENUM | FILE (default: the --run's, else none)")
+    p.add_argument("--classes", default=None, help="class names file (one per line)")
+    p.add_argument("--layer", default=None, help="layer to edit (default: the --run's first layer)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--units", default=None, help="unit list, e.g. 3,17,40-43")
+    who.add_argument("--concept", default=None, help="every unit the --run labels with this concept")
+    p.add_argument("--run", default=None, help="run folder (for --concept, unit means, defaults)")
+    p.add_argument("--mode", default="zero", help="zero | mean | value=X | scale=X")
+    p.add_argument("--invert", action="store_true", help="edit every unit except the chosen ones")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", nargs="+", default=None, metavar="FILE")
+    what.add_argument("--set", default=None, help="toyworld:N or folder:DIR (ImageFolder layout)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images of --set")
+    p.add_argument("--rank", type=int, default=0, metavar="N",
+                   help="with --set: list each class's N most important units")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=main)
+
+
+def concept_units(run, layer: str, concept: str) -> list[int]:
+    """Units of `layer` the run labels `concept` (IoU at or above the run's threshold)."""
+    from dissect.errors import AblationError
+    from dissect.labelled import norm_name
+    units = run.units(layer)
+    cut = float(run.config.get("iou_threshold", 0.04) or 0.04)
+    hit = units[(units["label"].astype(str).map(norm_name) == norm_name(concept))
+                & (units["iou"].astype(float) >= cut)]
+    if hit.empty:
+        common = units[units["iou"].astype(float) >= cut]["label"].value_counts().head(8)
+        raise AblationError(f"no unit of {layer} in {run.path} is labelled '{concept}' with IoU >= "
+                            f"{cut:g}; labels there: {', '.join(map(str, common.index)) or 'none'}")
+    return [int(u) for u in hit["unit"]]
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+    from dissect.ablation import (ImageAblation, Intervention, check_units, image_tensor, invert,
+                                  means_from_run, parse_mode, parse_units, unit_means)
+    from dissect.errors import AblationError
+    from dissect.labelled import evaluate_set, open_labelled_set
+    from dissect.models import load_model
+
+    run = None
+    if args.run:
+        from dissect.runs import open_run
+        run = open_run(args.run)
+    cfg = run.config if run else {}
+    model_name = args.model or cfg.get("model")
+    if not model_name:
+        raise AblationError("give --model NAME (or --run RUN to use the run's model)")
+    weights = args.weights or (cfg.get("weights") if run and not args.model else None) or "none"
+    layer = args.layer or (cfg.get("layers") or [None])[0]
+    if not layer:
+        raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
+    torch.manual_seed(args.seed)
+    torch.set_grad_enabled(False)
+    lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed)
+    if args.concept:
+        if run is None:
+            raise AblationError("--concept needs --run RUN (the dissection that labelled the units)")
+        units = concept_units(run, layer, args.concept)
+    elif args.units:
+        units = parse_units(args.units)
+    else:
+        raise AblationError("choose units: --units 3,17 or --concept NAME --run RUN")
+    k = check_units(lm, layer, units)
+    mode, value = parse_mode(args.mode)
+
+    lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit) if args.set else None
+    images = []
+    if args.images:
+        images = [(path, image_tensor(lm, path)) for path in args.images]
+    means = None
+    if mode == "mean":
+        means = means_from_run(run, layer) if run is not None and layer in run.layers else None
+        if means is None:
+            batches = (x for _i, x in lset.batches(args.batch_size)) if lset is not None \
+                else [torch.stack([x for _p, x in images])]
+            means = unit_means(lm, layer, batches)
+    iv = Intervention(layer, tuple(units), mode, value, means)
+    if args.invert:
+        iv = invert(iv, k)
+    info = {"model": lm.name, "weights": lm.weights, "layer": layer, "units": list(iv.units),
+            "mode": args.mode}
+
+    if images:
+        lab = ImageAblation(lm)
+        results = [lab.compare(x, [iv], path=path) for path, x in images]
+        if args.json:
+            print(json.dumps({"images": [r.to_json() for r in results], "intervention": info}))
+            return 0
+        print(f"{iv.describe()} ({_unit_text(iv.units)})")
+        for r in results:
+            print(f"\n{r.path}")
+            for (cb, pb), (ca, pa) in zip(r.before, r.after):
+                print(f"  {cb:<28} {pb:7.2%}   ->  {ca:<28} {pa:7.2%}")
+            moved = ", ".join(f"{c['class']} {c['delta']:+.2%}" for c in r.changes[:5])
+            print(f"  {len(r.changes)} classes moved; most: {moved or 'none'}")
+        return 0
+
+    res = evaluate_set(lm, lset, [iv], batch_size=args.batch_size)
+    out = res.to_json()
+    out.update({"intervention": info, "images": len(lset), "skipped": lset.skipped})
+    ranks = None
+    if args.rank:
+        from dissect.importance import rank_units
+        imp = rank_units(lm, lset, layer, mode, value, means, batch_size=args.batch_size)
+        ranks = {lm.class_names[c]: imp.top(c, args.rank) for c in imp.classes}
+        out["importance"] = ranks
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{iv.describe()} ({_unit_text(iv.units)}) on {args.set}: {len(lset)} images"
+          + (f", {lset.skipped} skipped" if lset.skipped else ""))
+    for note in lset.notes:
+        print(f"  note: {note}")
+    print(f"accuracy {res.acc_before:.2%} -> {res.acc_after:.2%}")
+    df = res.classes.sort_values("class")
+    print(f"  {'class':<24} {'n':>5} {'acc before':>11} {'after':>8} {'balanced before':>16} {'after':>8}")
+    for r in df.to_dict("records"):
+        print(f"  {r['class']:<24} {r['n']:>5} {r['acc_before']:>11.2%} {r['acc_after']:>8.2%} "
+              f"{r['balanced_before']:>16.2%} {r['balanced_after']:>8.2%}")
+    most = res.most_changed(5)
+    print("changed most: " + ", ".join(f"{r['class']} {r['delta']:+.2%}" for _i, r in most.iterrows()))
+    if ranks:
+        print(f"most important units of {layer} per class (each removed alone):")
+        for name, units_ in ranks.items():
+            print(f"  {name:<24} {', '.join(map(str, units_))}")
+    return 0
+
+
+def _unit_text(units) -> str:
+    units = list(units)
+    return ("units " + ",".join(map(str, units[:12])) + (f" … ({len(units)})" if len(units) > 12 else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from dissect.__main__ import main as cli
+    sys.exit(cli(["ablate"] + sys.argv[1:]))
