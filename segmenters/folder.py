@@ -195,14 +195,18 @@ class FolderProbe(ProbeSet):
         bad = {i for i, h in enumerate(hashes) if not h}
         if pending:
             from tqdm import tqdm
+            for p in parts:   # a model segmenter fails here, before the bar, if it has no weights
+                getattr(p, "load", lambda: None)()
             bar = tqdm(total=len(pending), desc=f"segmenting ({self.segmenter.name})",
                        unit="img", disable=not progress, file=sys.stderr)
-            for s in range(0, len(pending), batch_size):
-                batch = pending[s:s + batch_size]
-                bad |= self._segment_batch([paths[i] for i in batch],
-                                           [hashes[i] for i in batch], batch, parts)
-                bar.update(len(batch))
-            bar.close()
+            try:
+                for s in range(0, len(pending), batch_size):
+                    batch = pending[s:s + batch_size]
+                    bad |= self._segment_batch([paths[i] for i in batch],
+                                               [hashes[i] for i in batch], batch, parts)
+                    bar.update(len(batch))
+            finally:
+                bar.close()
             for p in parts:   # no DataLoader worker needs the model: free it
                 getattr(p, "release", lambda: None)()
         keep, sizes = [], {}
