@@ -9,7 +9,8 @@ whole image, aspect not kept, as Broden's 224 px images) and labelled at half th
 are computed once, up front and with a progress bar, then cached per image and per segmenter in
 `<cache>/segments/<name>-<version>/<in>x<mask>/` keyed by the file's content hash (cache =
 `cache_dir`, else $DISSECT_CACHE, else `<repo>/.cache`), so a second run, or `Run.probe()` in the
-app, does not segment again. `__getitem__` only decodes the image and reads cached labels, so
+app, does not segment again (file hashes are remembered by size and mtime in `segments/hashes/`,
+so a reopen does not even reread the files). `__getitem__` only decodes the image and reads cached labels, so
 DataLoader workers stay cheap and no worker ever holds a segmentation model. Ground-truth parts
 (broden:DIR, toyworld) read their label files in `__getitem__` instead, and their mask PNGs
 are not taken for photos (so `folder:BRODEN/images --segmenter color,broden:BRODEN` works).
@@ -21,6 +22,7 @@ device (for model segmenters; default cuda when available), progress.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -66,6 +68,40 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+class HashIndex:
+    """Remembered content hashes of one folder's files, keyed by (size, mtime), so reopening a
+    large folder does not read every byte again. Stored as JSON under the cache, atomically."""
+
+    def __init__(self, cache: Path, directory: Path) -> None:
+        key = hashlib.sha1(directory.as_posix().encode()).hexdigest()[:16]
+        self.path = cache / "hashes" / f"{key}.json"
+        try:
+            self.known = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+
+    def hash(self, path: Path) -> str:
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = self.known.get(str(path))
+        if entry and entry[:2] == stamp:
+            return entry[2]
+        digest = file_hash(path)
+        self.known[str(path)] = stamp + [digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
+                                             delete=False) as f:
+                json.dump(self.known, f)
+            os.replace(f.name, self.path)
+            self.changed = False
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
@@ -94,6 +130,7 @@ class FolderProbe(ProbeSet):
         seg = make_segmenter(self.segmenter_spec, device=device, seed=seed, cache_dir=cache_dir)
         self.segmenter = seg if isinstance(seg, MergedSegmenter) else MergedSegmenter([seg])
         self.cache = cache_root(cache_dir)
+        self._hashes = HashIndex(self.cache, self.directory)
         self._select_categories(categories)
 
         paths, splits = self._list(split)
@@ -114,6 +151,8 @@ class FolderProbe(ProbeSet):
             hashes.update({chunk[j]: v for j, v in enumerate(h)})
             sizes.update({chunk[j]: v for j, v in z.items()})
         keep.sort()
+        self._hashes.save()
+        del self._hashes
         if not keep:
             raise ProbeError(f"no readable images in {self.directory} ({len(self.skipped_paths)} "
                              "could not be decoded); check the files")
@@ -185,7 +224,7 @@ class FolderProbe(ProbeSet):
         pending: list[int] = []
         for i, path in enumerate(paths):
             try:
-                hashes.append(file_hash(path))
+                hashes.append(self._hashes.hash(path))
             except OSError as e:
                 hashes.append("")
                 self._skip(path, e)

@@ -74,9 +74,13 @@ def test_second_open_reads_the_cache(photos, tmp_path, monkeypatch):
     shutil.copy(photos / "train" / "chelsea.jpg", photos / "val" / "chelsea-copy.jpg")
     third = FolderProbe(photos, segmenter="color", cache_dir=cache, progress=False)
     assert len(third) == 6 and not calls               # same content: same cache entry
+    assert len(list((cache / "segments" / "hashes").glob("*.json"))) == 1
+    Image.fromarray(skimage.data.coffee()).save(photos / "train" / "chelsea.jpg")   # new bytes
+    fourth = FolderProbe(photos, segmenter="color", cache_dir=cache, progress=False)
+    assert len(calls) == 1 and len(fourth) == 6        # the changed file alone, segmented again
     monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "envcache"))
     two = FolderProbe(photos, segmenter="color", progress=False, limit=2, seed=3)
-    assert len(two) == 2 and calls                     # a new cache folder: segmented again
+    assert len(two) == 2 and len(calls) > 1            # a new cache folder: segmented again
     assert len(list((tmp_path / "envcache").rglob("*.npz"))) == 2
 
 
