@@ -170,3 +170,28 @@ def test_toyworld_ground_truth_beside_the_colour_namer(tmp_path):
         agree += (got == want).sum()
         total += known.sum()
     assert agree / total > 0.6, agree / total            # cyan and textures differ by design
+
+
+def test_folder_probe_with_a_model_segmenter(tmp_path):
+    """color + ADE20K (a tiny random UPerNet saved locally): ids apart, model freed, cached."""
+    from test_segmenters import _tiny_upernet
+    model = _tiny_upernet(tmp_path / "upernet")
+    photos = tmp_path / "two"
+    photos.mkdir()
+    for name in ("chelsea", "rocket"):
+        Image.fromarray(getattr(skimage.data, name)()).save(photos / f"{name}.png")
+    spec = f"color,ade20k:{model}"
+    probe = FolderProbe(photos, segmenter=spec, size=64, cache_dir=tmp_path / "c", progress=False)
+    assert probe.categories == ["color", "object"] and len(probe.concepts) == 161
+    assert probe.segmenter.parts[1]._model is None           # workers never carry the model
+    item = probe[1]
+    assert item.pixel["object"].shape == (1, 32, 32)
+    assert 12 <= item.pixel["object"].min() and item.pixel["object"].max() <= 161
+    assert set(np.unique(item.pixel["color"])) <= set(range(1, 12))
+    assert len(list((tmp_path / "c" / "segments").glob("ade20k-*/512x32/*/*.npz"))) == 2
+    again = FolderProbe(photos, segmenter=spec, size=64, cache_dir=tmp_path / "c", progress=False)
+    assert again.segmenter.parts[1]._model is None            # all cached: never loaded
+    np.testing.assert_array_equal(again[1].pixel["object"], item.pixel["object"])
+    only = FolderProbe(photos, segmenter=spec, categories="object", size=64,
+                       cache_dir=tmp_path / "c", progress=False)
+    assert list(only[0].pixel) == ["object"] and set(only.concepts["category"]) == {"object"}
