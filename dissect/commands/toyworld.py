@@ -1,6 +1,6 @@
 """python -m dissect toyworld {train,build,eval}: the embedded probe world and its model.
 
-    python -m dissect toyworld train [--images 96000 --epochs 3 --out FILE]
+    python -m dissect toyworld train [--images 48000 --epochs 3 --out FILE]
     python -m dissect toyworld build --n 1000 --seed 0 --out DIR     # a Broden-format world
     python -m dissect toyworld eval [--weights default] --seed 7 --n 2000
 """
@@ -17,13 +17,13 @@ def add_parser(sub) -> None:
     tw = p.add_subparsers(dest="toyworld_command", required=True)
 
     t = tw.add_parser("train", help="train the scene classifier (reproducible, seeded)")
-    t.add_argument("--images", type=int, default=96000, help="distinct training images")
+    t.add_argument("--images", type=int, default=48000, help="distinct training images")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--seed", type=int, default=0, help="training world and torch seed")
     t.add_argument("--eval-seed", type=int, default=1000, help="held-out world")
-    t.add_argument("--eval-images", type=int, default=3000)
+    t.add_argument("--eval-images", type=int, default=2000)
     t.add_argument("--workers", type=int, default=2, help="generation processes")
     t.add_argument("--threads", type=int, default=2, help="torch threads")
     t.add_argument("--out", default=None, help="weights file (default: the packaged weights)")

@@ -1,0 +1,68 @@
+"""ToyWorld: a procedurally generated probe world with known concepts, and its scene CNN.
+
+    probe = toyworld_probe(1000, seed=0)          # built once, cached, read as Broden
+    probe = open_probe("toyworld:1000", seed=3)   # the same through the probe dispatcher
+    lm = load_model("toyworld", "default")        # the small scene classifier trained on it
+
+Worlds are cached under `$DISSECT_CACHE/toyworld/seed<S>_n<N>/` (or
+`<repo>/.cache/toyworld/...`), built in a temporary folder and renamed when complete, so an
+interrupted build never leaves a half world behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+DEFAULT_N = 1000
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where worlds are cached: `cache_dir`, else $DISSECT_CACHE/toyworld, else <repo>/.cache."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("DISSECT_CACHE")
+    return (Path(env).expanduser() if env else REPO / ".cache") / "toyworld"
+
+
+def world_dir(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache_dir) / f"seed{int(seed)}_n{int(n)}"
+
+
+def ensure_world(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+                 workers: int = 2, progress: Callable[[int, int], None] | None = None) -> Path:
+    """The folder of world (seed, n), building it (atomically) when not cached yet."""
+    from dissect.toyworld.broden_writer import build_world
+    d = world_dir(n, seed, cache_dir)
+    if (d / "index.csv").is_file():
+        return d
+    if d.exists():          # not ours and not complete: a leftover; rebuild it
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        build_world(d, n, seed=seed, workers=workers, progress=progress)
+    except OSError:
+        if not (d / "index.csv").is_file():   # a concurrent build won the rename: fine
+            raise
+    return d
+
+
+def toyworld_probe(n: int | None = None, seed: int | None = 0,
+                   cache_dir: str | os.PathLike | None = None,
+                   categories: Sequence[str] | str | None = None, split: str | None = None,
+                   limit: int | None = None, progress: Callable[[int, int], None] | None = None,
+                   **_):
+    """A BrodenProbe over ToyWorld `seed` with `n` images (default 1000), built when needed."""
+    from dissect.broden import BrodenProbe
+    from dissect.probe import ProbeError
+    n = DEFAULT_N if n is None else int(n)
+    if n < 1:
+        raise ProbeError(f"toyworld:{n} needs a positive number of images, e.g. toyworld:500")
+    d = ensure_world(n, 0 if seed is None else int(seed), cache_dir, progress=progress)
+    probe = BrodenProbe(d, categories=categories, split=split, limit=limit)
+    probe.description = f"ToyWorld seed {seed}: {len(probe)} images ({d})"
+    return probe
+
+
+__all__ = ["toyworld_probe", "ensure_world", "world_dir", "cache_root", "DEFAULT_N"]

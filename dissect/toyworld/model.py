@@ -22,7 +22,7 @@ from dissect.toyworld.world import SCENE_NAMES
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "toyworld_cnn.safetensors"
-CHANNELS = (32, 48, 64, 96, 128, 160)
+CHANNELS = (24, 32, 48, 64, 96, 128)
 STRIDES = (2, 2, 1, 2, 1, 1)
 DILATIONS = (1, 1, 1, 1, 1, 2)
 MEAN = (0.5, 0.5, 0.5)

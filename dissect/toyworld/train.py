@@ -26,7 +26,7 @@ from dissect.toyworld.world import SCENE_NAMES
 
 @dataclass
 class TrainConfig:
-    images: int = 96000
+    images: int = 48000
     epochs: int = 3
     batch_size: int = 128
     lr: float = 3e-3
@@ -34,9 +34,10 @@ class TrainConfig:
     label_smoothing: float = 0.05
     seed: int = 0            # training world and torch seed
     eval_seed: int = 1000    # held-out world
-    eval_images: int = 3000
+    eval_images: int = 2000
     workers: int = 2         # generation processes
     threads: int = 2         # torch threads
+    shift: int = 8           # max random translation (pixels at 112) per batch
 
 
 def _prep(x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +99,9 @@ def train(cfg: TrainConfig, out: Path | None, log: Callable[[str], None] = print
             xb = _prep(xt[idx])
             flip = torch.rand(len(idx), generator=g) < 0.5
             xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+            if cfg.shift:   # one random translation per batch (wraps around)
+                dy, dx = torch.randint(-cfg.shift, cfg.shift + 1, (2,), generator=g).tolist()
+                xb = torch.roll(xb, (dy, dx), (2, 3))
             xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yt[idx]
             logits = model(xb)
