@@ -192,12 +192,13 @@ def open_image(source, name: str | None = None):
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
         raise AblationError(f"image '{label}' does not exist")
     old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    Image.MAX_IMAGE_PIXELS = None          # we check the size ourselves, before decoding
     try:
         img = Image.open(source)
         w, h = img.size
         if w * h > MAX_PIXELS:
-            raise AblationError(f"image '{label}' is {w}x{h} pixels; the limit is {MAX_PIXELS:,}")
+            raise AblationError(f"image '{label}' is {w}x{h} pixels, over the limit of "
+                                f"{MAX_PIXELS:,}; shrink it first")
         img.draft("RGB", (MAX_SIDE, MAX_SIDE))      # JPEG: decode at a reduced scale
         img = img.convert("RGB")
         img.thumbnail((MAX_SIDE, MAX_SIDE))
