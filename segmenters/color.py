@@ -5,12 +5,12 @@
     out.pixel["color"]      # int32 1×112×112, ids 1..11 in TERMS order
     seg.name_pixels(rgb)    # any uint8 ...×3 array -> term index 0..10, same shape less the 3
 
-The model: nearest prototype in CIELAB among the 571 colours of the xkcd colour survey (Munroe
+The model: nearest prototype in CIELAB among the 568 colours of the xkcd colour survey (Munroe
 2010, ~200k participants, CC0) whose name's head word is a basic term (`color_terms.csv`), plus an
 achromatic axis of black / grey / white anchors (the survey names few near-neutral colours, so
 without them dark greys come out blue or brown). The whole RGB cube is classified once into a
-64×64×64 lookup table (bins of 4 levels per channel, classified at their centres), so naming an image is one
-table lookup per pixel: no weights, no per-pixel Python.
+64×64×64 lookup table (bins of 4 levels per channel, classified at their centres), so naming an
+image is one table lookup per pixel: no weights, no per-pixel Python.
 """
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ TERMS = ["black", "blue", "brown", "grey", "green", "orange", "pink", "purple", 
          "yellow"]
 BITS = 6                       # lookup table resolution per channel (2**BITS levels)
 PROTOTYPES = Path(__file__).with_name("color_terms.csv")
-# Achromatic anchors (L*, a* = b* = 0): black below ~L* 22 (RGB ≈ 55), white above ~L* 88
-# (RGB ≈ 220), grey between; chosen to match how Broden's colour labels treat shadows and paper.
+# Achromatic anchors (L*, a* = b* = 0), set by hand: with the survey's own greys they make neutral
+# pixels black up to RGB 47 (L* ≈ 19), white from RGB 228 (L* ≈ 91), grey between; tinted pixels
+# still go to the nearest survey colour.
 ANCHORS = {"black": [0, 5, 10, 15], "grey": [30, 40, 50, 60, 70, 80], "white": [96, 100]}
 
 
