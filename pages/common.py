@@ -21,18 +21,55 @@ from dissect.errors import RunError
 from dissect.render import category_color
 from dissect.runs import read_info
 
-PAGES = {   # key -> (file, title, icon, url path)
+PAGES = {   # key -> (file, title, icon, url path = file stem, so legacy mode resolves it too)
     "overview": ("pages/overview.py", "Layer overview", ":material/dashboard:", "overview"),
-    "browser": ("pages/unit_browser.py", "Unit browser", ":material/grid_view:", "units"),
-    "unit": ("pages/unit_detail.py", "Unit detail", ":material/center_focus_strong:", "unit"),
-    "image": ("pages/image_viewer.py", "Image viewer", ":material/image_search:", "image"),
-    "ablation": ("pages/ablation_lab.py", "Ablation lab", ":material/science:", "ablation"),
-    "new": ("pages/new_run.py", "New run", ":material/play_circle:", "new"),
+    "browser": ("pages/unit_browser.py", "Unit browser", ":material/grid_view:", "unit_browser"),
+    "unit": ("pages/unit_detail.py", "Unit detail", ":material/center_focus_strong:", "unit_detail"),
+    "image": ("pages/image_viewer.py", "Image viewer", ":material/image_search:", "image_viewer"),
+    "ablation": ("pages/ablation_lab.py", "Ablation lab", ":material/science:", "ablation_lab"),
+    "new": ("pages/new_run.py", "New run", ":material/play_circle:", "new_run"),
     "export": ("pages/export.py", "Export", ":material/download:", "export"),
 }
 START_HINT = ("Start one with `make run` (builds the ToyWorld default run), on the **New run** "
               "page, or from a shell:\n\n```\npython -m dissect run --model resnet18 --weights none "
               "--layer layer3,layer4 --probe toyworld:200 --out {root}/my-run\n```")
+
+
+def navigation():
+    """st.navigation over PAGES (files that exist), grouped; returns the current st.Page."""
+    try:
+        st.set_page_config(page_title="Dissection studio", page_icon=":material/neurology:",
+                           layout="wide")
+    except st.errors.StreamlitAPIException:
+        pass
+    root = Path(__file__).resolve().parent.parent
+    groups: dict[str, list] = {"Browse": [], "Act": []}
+    for key, (file, title, icon, url) in PAGES.items():
+        if not (root / file).exists():
+            continue   # e.g. the ablation lab before its author adds it
+        group = "Browse" if key in ("overview", "browser", "unit", "image") else "Act"
+        groups[group].append(st.Page(str(root / file), title=title, icon=icon, url_path=url,
+                                     default=key == "overview"))
+    return st.navigation(groups)
+
+
+def _use_navigation() -> bool:
+    """Turn off Streamlit's legacy pages/-folder mode (our pages/ is for st.navigation).
+
+    A fresh server whose first request is a deep link (/unit?...) runs the page file directly
+    with an automatic menu of every file in pages/. Returns True when that happened, so the
+    caller can rerun through app.py.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:   # pragma: no cover - other Streamlit versions
+        return False
+    legacy = bool(PagesManager.uses_pages_directory)
+    PagesManager.uses_pages_directory = False
+    return legacy
+
+
+_use_navigation()
 
 
 def runs_root() -> Path:
@@ -106,8 +143,9 @@ class Ctx:
         return stamp(self.path)
 
 
-_STATUS_ICON = {"complete": "✅", "running": "⏳", "failed": "❌", "cancelled": "⏹",
-                "unreadable": "⚠️"}
+def _run_label(entries: list[RunEntry], name: str) -> str:
+    status = _status(entries, name)
+    return name if status == "complete" else f"{name} · {status}"
 
 
 def _qp(key: str) -> str | None:
@@ -171,7 +209,7 @@ def sidebar() -> Ctx:
         else:
             st.session_state["_pick_run"] = name
             st.selectbox("Run", names, key="_pick_run", on_change=_on_run_change,
-                         format_func=lambda n: f"{_STATUS_ICON.get(_status(entries, n), '')} {n}",
+                         format_func=lambda n: _run_label(entries, n),
                          help=f"Run folders under {root}")
     layers = run_layers(entry)
     want_layer = _qp("layer")
@@ -221,11 +259,23 @@ def set_params(**extra: object) -> None:
         st.query_params.from_dict(want)
 
 
+def context() -> Ctx:
+    """This run's Ctx (made by app.py's sidebar); call once per page run.
+
+    A page executed without app.py (Streamlit's legacy pages/ mode on a fresh server's first
+    deep link) installs the real menu and draws the sidebar itself.
+    """
+    ctx = st.session_state.pop("_ctx", None)
+    if ctx is None:          # legacy mode: replace its automatic menu with ours, then go on
+        _use_navigation()
+        navigation()
+        ctx = sidebar()
+    return ctx
+
+
 def need_run(complete: bool = True) -> Ctx:
     """The context of a browsable run, or a helpful page and st.stop()."""
-    ctx: Ctx | None = st.session_state.get("_ctx")
-    if ctx is None:            # page run on its own (not through app.py)
-        ctx = sidebar()
+    ctx = context()
     bad = st.session_state.pop("bad_param", None)
     if bad:
         st.warning(f"The link asked for {bad}; showing the newest run instead.")

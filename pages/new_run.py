@@ -19,6 +19,7 @@ MODELS = ["toyworld", "resnet18", "resnet50", "alexnet", "vgg16", "efficientnet_
           "densenet161", "other…"]
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
+common.context()
 root = common.runs_root()
 st.title("New run")
 st.caption(f"Runs are written under `{root}` and run in the background: you can browse other "
