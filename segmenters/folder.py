@@ -92,6 +92,17 @@ class HashIndex:
         self.changed = True
         return digest
 
+    def is_bad(self, path: Path) -> bool:
+        """Whether this very file (same size and mtime) failed to decode before."""
+        entry = self.known.get(str(path))
+        return bool(entry and len(entry) > 3 and entry[3])
+
+    def mark_bad(self, path: Path) -> None:
+        entry = self.known.get(str(path))
+        if entry:
+            self.known[str(path)] = entry[:3] + [True]
+            self.changed = True
+
     def save(self) -> None:
         if self.changed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +240,10 @@ class FolderProbe(ProbeSet):
                 hashes.append("")
                 self._skip(path, e)
                 continue
+            if self._hashes.is_bad(path):   # failed before and unchanged: skip, do not retry
+                hashes[i] = ""
+                self._skip(path, ValueError("could not be decoded on an earlier open"))
+                continue
             if not parts or not all(self._entry(p, hashes[i]).exists() for p in parts):
                 pending.append(i)
         bad = {i for i, h in enumerate(hashes) if not h}
@@ -271,6 +286,7 @@ class FolderProbe(ProbeSet):
                 ok.append(True)
             except DECODE_ERRORS as e:
                 self._skip(path, e)
+                self._hashes.mark_bad(path)
                 bad.add(i)
                 ok.append(False)
         good = [j for j, o in enumerate(ok) if o]

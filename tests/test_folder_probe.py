@@ -59,7 +59,7 @@ def test_folder_probe_labels_photos_and_skips_corrupt(photos, tmp_path):
     assert batch.images.shape == (4, 3, 224, 224) and batch.pixel["color"].shape == (4, 1, 112, 112)
 
 
-def test_second_open_reads_the_cache(photos, tmp_path, monkeypatch):
+def test_second_open_reads_the_cache(photos, tmp_path, monkeypatch, capfd):
     cache = tmp_path / "cache"
     first = FolderProbe(photos, segmenter="color", cache_dir=cache, progress=False)
     entries = sorted(cache.rglob("*.npz"))
@@ -70,6 +70,7 @@ def test_second_open_reads_the_cache(photos, tmp_path, monkeypatch):
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     again = FolderProbe(photos, segmenter="color", cache_dir=cache, progress=False)
     assert not calls                                   # nothing segmented the second time
+    assert again.skipped == 2 and "on an earlier open" in capfd.readouterr().err
     np.testing.assert_array_equal(first[0].pixel["color"], again[0].pixel["color"])
     shutil.copy(photos / "train" / "chelsea.jpg", photos / "val" / "chelsea-copy.jpg")
     third = FolderProbe(photos, segmenter="color", cache_dir=cache, progress=False)
