@@ -41,8 +41,21 @@ def category_color(category: str) -> str:
     return _EXTRA[h % len(_EXTRA)]
 
 
-def concept_color(concept: int) -> tuple[int, int, int]:
-    """A distinct, stable RGB colour for a concept id (golden-ratio hues)."""
+NAMED_COLORS = {   # concepts named after a colour are drawn in that colour
+    "black": (20, 20, 20), "blue": (40, 80, 220), "brown": (130, 80, 40), "grey": (128, 128, 128),
+    "gray": (128, 128, 128), "green": (40, 170, 60), "orange": (245, 140, 20),
+    "pink": (245, 150, 190), "purple": (140, 50, 170), "red": (220, 30, 30),
+    "white": (245, 245, 245), "yellow": (240, 220, 30),
+}
+
+
+def concept_color(concept: int, name: str | None = None) -> tuple[int, int, int]:
+    """A distinct, stable RGB colour for a concept id (golden-ratio hues); a colour name
+    (`name` "red", "red-c") gets that colour."""
+    if name:
+        base = str(name).split("-")[0].strip().lower()
+        if base in NAMED_COLORS:
+            return NAMED_COLORS[base]
     hue = (int(concept) * 0.618033988749895) % 1.0
     sat = 0.55 + 0.35 * ((int(concept) * 7) % 3) / 2
     r, g, b = colorsys.hsv_to_rgb(hue, sat, 0.95)
@@ -118,14 +131,14 @@ def concept_mask(planes: np.ndarray, concept: int, size: tuple[int, int]) -> np.
 
 
 def colorize(labels: np.ndarray, image: np.ndarray | None = None,
-             alpha: float = 0.6) -> np.ndarray:
+             alpha: float = 0.6, names: dict[int, str] | None = None) -> np.ndarray:
     """uint8 H×W×3: each concept id in its colour, blended over `image`; 0 stays the image
     (darkened) or black."""
     ids = np.unique(labels)
     lut = np.zeros((int(ids.max()) + 1 if ids.size else 1, 3), dtype=np.float32)
     for c in ids:
         if c > 0:
-            lut[c] = concept_color(int(c))
+            lut[c] = concept_color(int(c), (names or {}).get(int(c)))
     col = lut[labels]
     if image is None:
         return col.astype(np.uint8)
@@ -198,6 +211,7 @@ class RunRenderer:
         self._probe_fn = probe or run.probe
         self._probe = None
         self._probe_error: str | None = None
+        self._names: dict[int, str] | None = None
         stamp = str(run.info.get("created", "")) + str(run.info.get("updated", ""))
         self.cache_dir = Path(cache_dir) if cache_dir else run.path / "cache"
         self.sig = hashlib.sha1(stamp.encode()).hexdigest()[:10]
@@ -251,6 +265,14 @@ class RunRenderer:
         if probe is None:
             return {}
         return {k: np.asarray(v) for k, v in probe[int(index)].scalar.items()}
+
+    @property
+    def names(self) -> dict[int, str]:
+        """concept id -> name, from concepts.csv."""
+        if self._names is None:
+            c = self.run.concepts
+            self._names = dict(zip(c["concept"].astype(int), c["name"].astype(str)))
+        return self._names
 
     def thresholds(self, layer: str) -> np.ndarray:
         if layer not in self._thr:
@@ -346,7 +368,7 @@ class RunRenderer:
         lab = label_planes_to_map(planes, img.shape[:2])
         ids = [int(c) for c in np.unique(lab) if c > 0]
         return self._cached(f"img/{int(index)}-seg-{_safe(category)}",
-                            lambda: colorize(lab, img), "PNG"), ids
+                            lambda: colorize(lab, img, names=self.names), "PNG"), ids
 
     def unit_segmentation(self, layer: str, index: int, units: list[int],
                           unit_concepts: list[int]) -> tuple[bytes, dict[int, int]]:
@@ -360,7 +382,7 @@ class RunRenderer:
         lab, _ = segment_by_units(np.asarray(acts[int(index)][units]), thr,
                                   np.asarray(unit_concepts), img.shape[:2])
         ids, counts = np.unique(lab[lab > 0], return_counts=True)
-        return encode(colorize(lab, img), "PNG"), {int(c): int(n) for c, n in zip(ids, counts)}
+        return encode(colorize(lab, img, names=self.names), "PNG"), {int(c): int(n) for c, n in zip(ids, counts)}
 
 
 def _safe(name: str) -> str:

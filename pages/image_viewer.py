@@ -40,7 +40,7 @@ def legend(ids: list[int], names: dict[int, str], counts: dict[int, int] | None 
     """HTML colour swatches for concept ids."""
     items = []
     for c in ids:
-        r, g, b = concept_color(c)
+        r, g, b = concept_color(c, names.get(c))
         extra = f" <span style='opacity:.6'>{counts[c]} px</span>" if counts else ""
         items.append(f"<span style='display:inline-block;margin:2px 8px 2px 0'><span style='"
                      f"display:inline-block;width:12px;height:12px;border-radius:3px;background:"
@@ -50,13 +50,14 @@ def legend(ids: list[int], names: dict[int, str], counts: dict[int, int] | None 
 
 
 row = images.iloc[idx]
+st.title(f"Image {idx}")
 n1, n2, n3, n4 = st.columns([1, 1, 2, 6], vertical_alignment="bottom")
 n1.button("◀ Previous", key="prev_img", on_click=_step, args=(-1,), width="stretch")
 n2.button("Next ▶", key="next_img", on_click=_step, args=(1,), width="stretch")
 st.session_state["image_jump"] = idx
-n3.number_input("Image", 0, n_img - 1, key="image_jump", on_change=_jump)
-st.title(f"Image {idx}")
-st.caption(f"`{row['path']}` · split {row.get('split', '?')} · layer `{ctx.layer}`")
+n3.number_input("Image", 0, n_img - 1, key="image_jump", on_change=_jump,
+                label_visibility="collapsed")
+n4.caption(f"`{row['path']}` · split {row.get('split', '?')} · layer `{ctx.layer}`")
 
 r = renderer(ctx.path, ctx.stamp)
 concepts = concepts_table(ctx.path, ctx.stamp)
@@ -103,8 +104,12 @@ with right:
                       help="Each pixel takes the label of the unit firing most above its "
                            "threshold there")
     top = firing[firing["interpretable"]].head(top_n)
+    if top.empty and not firing.empty:
+        st.caption("No interpretable unit fires here; using the best labels of the units "
+                   "that do fire (all below the IoU threshold).")
+        top = firing.head(top_n)
     if top.empty:
-        st.caption("No interpretable unit fires on this image.")
+        st.caption("No unit fires on this image.")
     elif not image_ok:
         st.caption("Needs the image.")
     else:

@@ -39,15 +39,16 @@ def _jump() -> None:
     st.session_state["unit"] = int(st.session_state["unit_jump"])
 
 
+st.title(f"Unit {unit} · {row['label'] or '—'}")
 nav1, nav2, nav3, nav4 = st.columns([1, 1, 2, 6], vertical_alignment="bottom")
 nav1.button("◀ Previous", key="prev_unit", on_click=_step, args=(-1,), width="stretch")
 nav2.button("Next ▶", key="next_unit", on_click=_step, args=(1,), width="stretch")
 st.session_state["unit_jump"] = unit
-nav3.number_input("Unit", 0, max(0, n_units - 1), key="unit_jump", on_change=_jump)
+nav3.number_input("Unit", 0, max(0, n_units - 1), key="unit_jump", on_change=_jump,
+                  label_visibility="collapsed")
 with nav4:
     common.page_link("browser", label="Back to the unit browser")
 
-st.title(f"Unit {unit} · {row['label'] or '—'}")
 t = iou_threshold(ctx.path, ctx.stamp)
 verdict = "interpretable" if row["interpretable"] else f"below the IoU threshold {t:g}"
 st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.4f}** ({verdict}) "
@@ -103,7 +104,7 @@ with right:
         fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts,
                                width=np.diff(edges), marker_color=category_color(row["category"])))
         fig.add_vline(x=float(row["threshold"]), line_dash="dash", line_color="#d62728",
-                      annotation_text="T_k", annotation_position="top")
+                      annotation_text="T_k", annotation_position="top right")
         fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), yaxis_type="log",
                           xaxis_title="raw activation", yaxis_title="count (log)")
         st.plotly_chart(fig, key="act_hist")
