@@ -21,6 +21,7 @@ device (for model segmenters; default cuda when available), progress.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -105,19 +106,28 @@ class HashIndex:
 
     def save(self) -> None:
         if self.changed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
-                                             delete=False) as f:
-                json.dump(self.known, f)
-            os.replace(f.name, self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
+                                                 delete=False) as f:
+                    json.dump(self.known, f)
+                os.replace(f.name, self.path)
+            except (PermissionError, NotADirectoryError, FileExistsError):
+                return   # only a speed-up: files are hashed again next time
             self.changed = False
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(f.name, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(f.name, path)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+            raise ProbeError(f"cannot write the segmentation cache {path.parent} ({e.strerror}); "
+                             "set DISSECT_CACHE to a writable folder") from None
+        raise
 
 
 class FolderProbe(ProbeSet):

@@ -196,3 +196,10 @@ def test_folder_probe_with_a_model_segmenter(tmp_path):
     only = FolderProbe(photos, segmenter=spec, categories="object", size=64,
                        cache_dir=tmp_path / "c", progress=False)
     assert list(only[0].pixel) == ["object"] and set(only.concepts["category"]) == {"object"}
+
+
+def test_unwritable_cache_is_a_clear_error(photos, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(ProbeError, match="set DISSECT_CACHE to a writable folder"):
+        FolderProbe(photos, cache_dir=blocker, progress=False)
