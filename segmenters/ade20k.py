@@ -68,7 +68,11 @@ class ADE20KSegmenter:
         self.input_size = input_size
         self.batch_size = batch_size
         self._model = None
-        self.version = "1-" + hashlib.sha1(self._identity().encode()).hexdigest()[:10]
+
+    @property
+    def version(self) -> str:
+        """Cache key part: changes with the model folder's files and the input size."""
+        return "1-" + hashlib.sha1(self._identity().encode()).hexdigest()[:10]
 
     def _identity(self) -> str:
         """What the outputs depend on: the model (folder contents' sizes/mtimes) and input size."""
