@@ -29,14 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dissect.errors import USER_ERRORS
     try:
         return int(args.handler(args) or 0)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
+    except Exception as e:   # dissect.errors imports torch: only load it when needed
+        from dissect.errors import USER_ERRORS
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             print(f"error: the disk is full while writing {e.filename or 'output'}; free space "
                   "and run the same command again (finished work is kept and resumes)",
                   file=sys.stderr)
