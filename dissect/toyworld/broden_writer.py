@@ -97,8 +97,9 @@ def _write_tables(root: Path, results: list[dict]) -> None:
     for cat in ["color", "object", "part", "scene", "texture"]:
         first, names = RANGES[cat]
         cats.append((cat, first, first + len(names) - 1, len(names), cat_images.get(cat, 0)))
-        rows = labels[labels.number.between(first, first + len(names) - 1)]
-        pd.DataFrame({"code": np.arange(1, len(rows) + 1), "number": rows.number,
+        rows = labels[labels.number.between(first, first + len(names) - 1)
+                      & (labels.frequency > 0)]      # as Broden: only labels that occur
+        pd.DataFrame({"code": rows.number - first + 1, "number": rows.number,
                       "name": rows.name, "frequency": rows.frequency,
                       "coverage": rows.coverage}).to_csv(root / f"c_{cat}.csv", index=False)
     pd.DataFrame(cats, columns=["name", "first", "last", "count", "frequency"]).to_csv(
