@@ -1,0 +1,84 @@
+"""The ablation lab page, driven by streamlit.testing against a run folder from the real engine."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dissect.__main__ import main
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "ablation_lab.py")
+TREE_UNITS = [4, 9, 200]
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    from dissect.synthetic_broden import make_synthetic_broden
+    root = tmp_path_factory.mktemp("pageruns")
+    make_synthetic_broden(root / "sb", n=8, image_size=48, mask_size=24, seed=2)
+    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
+                 "--probe", f"broden:{root / 'sb'}", "--batch-size", "4", "--workers", "0",
+                 "--quiet", "--topk", "2", "--out", str(root / "runs" / "r18")]) == 0
+    units = root / "runs" / "r18" / "layers" / "layer3" / "units.csv"
+    df = pd.read_csv(units, keep_default_na=False)
+    df.loc[TREE_UNITS, ["label", "iou"]] = ["tree", 0.3]
+    df.to_csv(units, index=False)
+    rng = np.random.default_rng(0)
+    for name in ("class_1", "class_2"):
+        (root / "set" / name).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(root / "set" / name / f"{k}.png")
+    return root
+
+
+def _app(runs_root, monkeypatch, **state):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
+    at = AppTest.from_file(PAGE, default_timeout=240)
+    at.session_state["run"] = "r18"
+    at.session_state["layer"] = "layer3"
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def _selected(at):
+    return list(at.session_state["abl_units_layer3"])
+
+
+def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
+    at = _app(runs_root, monkeypatch, ablate_units={"layer": "layer3", "units": [1, 2, 3]})
+    assert not at.exception
+    assert _selected(at) == [1, 2, 3]
+    assert any("3 of 256 units selected" in c.value for c in at.caption)
+    assert len(at.dataframe) >= 2                  # top-5 before and after on the probe image
+    at.button(key="abl_invert").click().run()
+    assert not at.exception and len(_selected(at)) == 253 and 1 not in _selected(at)
+    at.button(key="abl_reset").click().run()
+    assert not at.exception and _selected(at) == []
+
+
+def test_units_by_concept_and_set_accuracy(runs_root, monkeypatch):
+    at = _app(runs_root, monkeypatch)
+    assert not at.exception
+    assert at.selectbox(key="abl_concept").value == "tree"
+    at.button(key="abl_use_concept").click().run()
+    assert _selected(at) == TREE_UNITS
+    at.text_input(key="abl_set").set_value(f"folder:{runs_root / 'set'}").run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert "Accuracy before" in labels and "Accuracy after" in labels
+    # class importance now works on that set
+    at.number_input(key="abl_imp_n").set_value(5).run()
+    at.button(key="abl_use_imp").click().run()
+    assert not at.exception and len(_selected(at)) == 5
+
+
+def test_bad_set_and_mode_messages(runs_root, monkeypatch):
+    at = _app(runs_root, monkeypatch)
+    at.text_input(key="abl_set").set_value(f"folder:{runs_root}").run()
+    assert not at.exception
+    assert any("names a class" in e.value for e in at.error)
+    at.selectbox(key="abl_mode").set_value("mean").run()
+    assert not at.exception
