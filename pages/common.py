@@ -250,6 +250,13 @@ def _run_caption(entry: RunEntry) -> None:
                f"{counts.get('concepts', '?')} concepts  \nstatus **{entry.status}**")
 
 
+def set_state(**values: object) -> None:
+    """Set session state and the URL together (in callbacks: the URL wins on the next run)."""
+    for k, v in values.items():
+        st.session_state[k] = v
+        st.query_params[k] = str(v)
+
+
 def set_params(**extra: object) -> None:
     """Make the URL ?run=..&layer=..(&extra): what the user sees is what a link shares."""
     want = {"run": st.session_state.get("run"), "layer": st.session_state.get("layer")}

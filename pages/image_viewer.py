@@ -29,11 +29,11 @@ common.set_params(image=idx)
 
 
 def _step(d: int) -> None:
-    st.session_state["image"] = (st.session_state["image"] + d) % n_img
+    common.set_state(image=(st.session_state["image"] + d) % n_img)
 
 
 def _jump() -> None:
-    st.session_state["image"] = int(st.session_state["image_jump"])
+    common.set_state(image=int(st.session_state["image_jump"]))
 
 
 def legend(ids: list[int], names: dict[int, str], counts: dict[int, int] | None = None) -> str:

@@ -31,12 +31,11 @@ row = units[units["unit"] == unit].iloc[0]
 
 
 def _step(d: int) -> None:
-    st.session_state["unit"] = (st.session_state["unit"] + d) % n_units
-    st.session_state.pop("unit_jump", None)
+    common.set_state(unit=(st.session_state["unit"] + d) % n_units)
 
 
 def _jump() -> None:
-    st.session_state["unit"] = int(st.session_state["unit_jump"])
+    common.set_state(unit=int(st.session_state["unit_jump"]))
 
 
 st.title(f"Unit {unit} · {row['label'] or '—'}")
