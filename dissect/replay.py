@@ -73,7 +73,13 @@ class Replay:
     def __init__(self, model: nn.Module, layers: Sequence[str]):
         self.model = model
         self.layers = list(layers)
-        self.targets = {get_layer(model, name): name for name in self.layers}
+        for name in self.layers:
+            get_layer(model, name)
+        # split only at layers with no other edited layer inside them (an edit inside the split
+        # layer would be skipped); an enclosing layer still runs, so its edit applies
+        leafmost = [n for n in self.layers
+                    if not any(o != n and o.startswith(n + ".") for o in self.layers)]
+        self.targets = {get_layer(model, name): name for name in leafmost}
         self.split: str | None = None
         self.input: Any = None
         self.output: torch.Tensor | None = None

@@ -227,3 +227,22 @@ def test_means_from_acts_and_unit_means():
     with torch.no_grad():
         ref = lm.model[0](lm.normalize(x)).mean((0, 2, 3))
     assert torch.allclose(m, ref, atol=1e-5)
+
+
+def test_replay_with_nested_and_separate_layers():
+    lm = load_model("resnet18", "none")
+    x = torch.randn(1, 3, 64, 64)
+    ivs = [Intervention("layer4", (1, 2)), Intervention("layer4.0.conv1", (3,), "scale", 4.0),
+           Intervention("layer3", (7,), "value", 2.0)]
+    rp = Replay(lm.model, sorted({iv.layer for iv in ivs}))
+    rp.record(x)
+    assert rp.split == "layer3"
+    with ablate(lm.model, ivs), torch.no_grad():
+        ref = lm.model(x)
+        got = rp.run()
+    assert torch.allclose(got, ref, atol=1e-5)
+    rp = Replay(lm.model, ["layer4", "layer4.0.conv1"])
+    rp.record(x)
+    assert rp.split == "layer4.0.conv1"
+    with ablate(lm.model, ivs[:2]), torch.no_grad():
+        assert torch.allclose(rp.run(), lm.model(x), atol=1e-5)
