@@ -120,8 +120,9 @@ class Canvas:
         return ok[int(self.rng.integers(len(ok)))]
 
     def jitter(self, name: str) -> np.ndarray:
-        base = COLOR_RGB[_CIDX[name] - 1]
-        return np.clip(base + self.rng.integers(-JITTER, JITTER + 1, 3), 0, 255)
+        base = COLORS[name]
+        d = self.rng.integers(-JITTER, JITTER + 1, 3).tolist()
+        return np.array([min(255, max(0, base[k] + d[k])) for k in range(3)], np.int16)
 
     def pattern(self, b: Box, tex: str, scale: float) -> np.ndarray:
         """Where the second colour of pattern `tex` goes, over box b (bool, box-shaped)."""
@@ -147,6 +148,9 @@ class Canvas:
         if b is None:
             return
         sl = (slice(b[0], b[1]), slice(b[2], b[3]))
+        if m is None:
+            self._fill(b, sl, color, obj, part, tex, color2, scale)
+            return
         if m.shape != (b[1] - b[0], b[3] - b[2]):
             m = np.broadcast_to(m, (b[1] - b[0], b[3] - b[2]))
         rgb, lab = self.rgb[sl], self.color[sl]
@@ -168,8 +172,25 @@ class Canvas:
         self.part[sl][m] = _PIDX[part] if part else 0
         self.tex[sl][m] = _TIDX[tex] if tex else 0
 
+    def _fill(self, b, sl, color, obj, part, tex, color2, scale) -> None:
+        """paint() over the whole box (no mask): plain slice writes."""
+        rgb, lab = self.rgb[sl], self.color[sl]
+        if tex == "noisy":
+            noise = self.noise[b[0]:b[1], b[2]:b[3]]
+            rgb[...] = np.clip(self.jitter(color) + noise, 0, 255)
+            lab[...] = _CIDX[color]
+        else:
+            pm = self.pattern(b, tex, scale) if tex is not None else None
+            rgb[...] = self.jitter(color)
+            lab[...] = _CIDX[color]
+            if pm is not None:
+                rgb[pm] = self.jitter(color2)
+                lab[pm] = _CIDX[color2]
+        self.obj[sl] = _OIDX[obj] if obj else 0
+        self.part[sl] = _PIDX[part] if part else 0
+        self.tex[sl] = _TIDX[tex] if tex else 0
+
     def paint_all(self, tex: str | None, color: str, color2: str, scale: float) -> None:
         """Fill the whole canvas (the background)."""
         s = self.size
-        self.paint((0, s, 0, s), np.ones((s, s), bool), color, tex=tex, color2=color2,
-                   scale=scale)
+        self.paint((0, s, 0, s), None, color, tex=tex, color2=color2, scale=scale)
