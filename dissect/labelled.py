@@ -123,16 +123,19 @@ def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | 
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
-    options = {"seed": seed}
-    probe = open_probe(f"toyworld:{n}" if n else "toyworld", **options)
+    probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"])
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))
+    rows = getattr(probe, "rows", None)
     labels, keep = [], []
     for i in range(count):
-        item = probe[i]
-        ids = [int(c) for c in np.asarray(item.scalar.get("scene", [])).ravel() if int(c) > 0]
-        names = [norm_name(concepts.get(c, "")) for c in ids]
+        if rows is not None and "scene" in rows:        # Broden index.csv: "52" or "52;53"
+            ids = [int(float(c)) for c in str(rows["scene"].iloc[i]).split(";") if c.strip()
+                   and c.strip().lower() != "nan"]
+        else:
+            ids = np.asarray(probe[i].scalar.get("scene", [])).ravel().tolist()
+        names = [norm_name(concepts.get(int(c), "")) for c in ids if int(c) > 0]
         hit = next((index[nm] for nm in names if nm in index), None)
         if hit is not None:
             labels.append(hit)
