@@ -254,10 +254,11 @@ def test_toyworld_scene_set(tmp_path, monkeypatch):
     ls = open_labelled_set("toyworld:30", lm)
     assert len(ls) == 30 and ls.load(0).shape == (3, 224, 224)
     assert set(ls.labels) <= set(range(len(lm.class_names))) and len(set(ls.labels)) > 2
-    res = evaluate_set(lm, ls, [Intervention("conv6", tuple(range(0, 192, 2)))], batch_size=16)
+    k = check_units(lm, "conv6", [0])
+    res = evaluate_set(lm, ls, [Intervention("conv6", tuple(range(0, k, 2)))], batch_size=16)
     assert res.classes["n"].sum() == 30
     assert set(res.classes["class"]) <= set(lm.class_names)
     imp = rank_units(lm, ls, "conv6", batch_size=16)
-    assert imp.fast and imp.balanced_drop.shape == (len(imp.classes), 192)
+    assert imp.fast and imp.balanced_drop.shape == (len(imp.classes), k)
     with pytest.raises(AblationError, match="toyworld:N"):
         open_labelled_set("toyworld:many", lm)
