@@ -213,7 +213,7 @@ def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero
 @torch.no_grad()
 def control_curve(lm: LoadedModel, lset: LabelledSet, imp: Importance, ns: Sequence[int],
                   value: float = 0.0, means: torch.Tensor | None = None,
-                  batch_size: int = 32) -> pd.DataFrame:
+                  batch_size: int = 32, by: str = "balanced") -> pd.DataFrame:
     """Mean balanced accuracy over classes when removing each class's top-N units vs keeping only
     them (removing the other K-N), for each N in `ns` (PNAS 2020, Fig. 4)."""
     from dissect.labelled import SetCache
@@ -225,7 +225,7 @@ def control_curve(lm: LoadedModel, lset: LabelledSet, imp: Importance, ns: Seque
         n = int(min(n, k))
         removed, kept = [], []
         for r, c in enumerate(imp.classes):
-            top = tuple(imp.top(c, n))
+            top = tuple(imp.top(c, n, by=by))
             iv = Intervention(imp.layer, top, imp.mode, value, means)
             for ivs, sink in (([iv], removed), ([invert(iv, k)], kept)):
                 pred = cache.evaluate(ivs).pred_after

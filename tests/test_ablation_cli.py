@@ -96,3 +96,14 @@ def test_concept_picks_units_from_the_run(run_folder, photos, capsys):
     assert main(["ablate", "--run", str(run_folder), "--concept", "sky", "--images",
                  str(photos / "a.png")]) == 2
     assert "labelled 'sky'" in capsys.readouterr().err
+
+
+def test_rank_and_control_json(photos, capsys):
+    assert main(["ablate", "--model", "resnet18", "--layer", "layer4", "--units", "0",
+                 "--set", f"folder:{photos / 'set'}", "--rank", "2", "--rank-by", "logit",
+                 "--control", "1,3", "--json"]) == 0
+    out = _json(capsys)
+    assert set(out["importance"]) == {"class 1", "class 2"}
+    assert all(len(v) == 2 and all(0 <= u < 512 for u in v) for v in out["importance"].values())
+    assert [r["n"] for r in out["control"]] == [1, 3]
+    assert set(out["control"][0]) == {"n", "removed_top", "kept_top_only", "baseline"}

@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many images of --set")
     p.add_argument("--rank", type=int, default=0, metavar="N",
                    help="with --set: list each class's N most important units")
+    p.add_argument("--rank-by", default="balanced", choices=["balanced", "acc", "logit"],
+                   help="importance measure: drop in balanced accuracy, accuracy, or true-class logit")
+    p.add_argument("--control", default=None, metavar="N,N,...",
+                   help="with --set: PNAS control, mean balanced accuracy when removing each "
+                        "class's top-N units vs keeping only them, e.g. 1,2,5,10,20")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -122,12 +127,17 @@ def main(args: argparse.Namespace) -> int:
     res = evaluate_set(lm, lset, [iv], batch_size=args.batch_size)
     out = res.to_json()
     out.update({"intervention": info, "images": len(lset), "skipped": lset.skipped})
-    ranks = None
-    if args.rank:
-        from dissect.importance import rank_units
+    ranks, curve = None, None
+    if args.rank or args.control:
+        from dissect.importance import control_curve, rank_units
         imp = rank_units(lm, lset, layer, mode, value, means, batch_size=args.batch_size)
-        ranks = {lm.class_names[c]: imp.top(c, args.rank) for c in imp.classes}
-        out["importance"] = ranks
+        if args.rank:
+            ranks = {lm.class_names[c]: imp.top(c, args.rank, by=args.rank_by) for c in imp.classes}
+            out["importance"] = ranks
+        if args.control:
+            ns = parse_units(args.control)
+            curve = control_curve(lm, lset, imp, ns, value, means, args.batch_size, by=args.rank_by)
+            out["control"] = curve.to_dict("records")
     if args.json:
         print(json.dumps(out))
         return 0
@@ -144,9 +154,15 @@ def main(args: argparse.Namespace) -> int:
     most = res.most_changed(5)
     print("changed most: " + ", ".join(f"{r['class']} {r['delta']:+.2%}" for _i, r in most.iterrows()))
     if ranks:
-        print(f"most important units of {layer} per class (each removed alone):")
+        print(f"most important units of {layer} per class (each removed alone, by {args.rank_by}):")
         for name, units_ in ranks.items():
             print(f"  {name:<24} {', '.join(map(str, units_))}")
+    if curve is not None:
+        print("PNAS control: mean balanced accuracy over classes")
+        print(f"  {'N':>5} {'top N removed':>14} {'only top N kept':>16} {'no ablation':>12}")
+        for r in curve.to_dict("records"):
+            print(f"  {r['n']:>5} {r['removed_top']:>14.2%} {r['kept_top_only']:>16.2%} "
+                  f"{r['baseline']:>12.2%}")
     return 0
 
 
