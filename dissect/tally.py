@@ -1,18 +1,26 @@
 """One batch of the tally phase: thresholded, upsampled unit maps against concept labels.
 
-    labels = BatchLabels.from_batch(batch, lut, pixel_categories, scalar_categories)
+    labels = BatchLabels.from_batch(batch, lut, mask_size)
     inc = tally_batch(acts, thresholds, labels, concept_cat, n_categories)
     tally.add(inc)                               # an IoUTally (dissect.stats)
 
-Speed: a bilinear upsample never exceeds its raw map's max, so a (image, unit) pair whose raw
-max is ≤ T_k has no active pixel, exactly. Only the other pairs are upsampled (one
-`F.interpolate` per image), compared with T_k, and counted against the image's labels with one
-matrix product: masks [pairs, pixels] @ one-hot labels [pixels, labels in this image].
+Speed without approximation:
+1. A bilinear upsample never exceeds its raw map's max, so an (image, unit) pair whose raw max
+   is ≤ T_k has no active pixel: only the other pairs are looked at.
+2. Each output pixel of a bilinear upsample is a convex combination of (at most) 2×2 raw
+   pixels. Output pixels sharing the same 2×2 support form a "cell" (about s×s pixels for an
+   s× upsample); a cell can hold active pixels only if one of its support pixels is > T_k.
+   Only those cells are evaluated, with the weights of `F.interpolate(mode="bilinear",
+   align_corners=False)` read from F.interpolate itself (values agree to float32 rounding;
+   pixels where a weight is 0 or 1, e.g. the clamped borders, are bit-identical).
+3. Active pixels are counted against every label plane with one bincount.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,75 +49,168 @@ def _lookup(lut: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# ----------------------------------------------------------------------------- geometry
+@dataclass
+class _Axis:
+    i0: torch.Tensor     # long [blocks]: first support index of each block
+    i1: torch.Tensor     # long [blocks]: second support index
+    pos: torch.Tensor    # long [blocks, L]: output indices of the block (padded with 0)
+    valid: torch.Tensor  # bool [blocks, L]
+    l0: torch.Tensor     # float [blocks, L]: weight of i0 (NaN where padded)
+    l1: torch.Tensor     # float [blocks, L]: weight of i1
+
+
+@lru_cache(maxsize=32)
+def _axis(n_in: int, n_out: int) -> _Axis:
+    """Bilinear (align_corners=False) weights along one axis, read from F.interpolate itself,
+    grouped into blocks of consecutive outputs with the same support."""
+    eye = torch.eye(n_in).reshape(n_in, 1, 1, n_in)
+    w = F.interpolate(eye, size=(1, n_out), mode="bilinear", align_corners=False)[:, 0, 0]
+    w = w.numpy()                                          # [in, out]
+    o = np.arange(n_out)
+    i0 = np.argmax(w > 0, axis=0)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    l0 = w[i0, o]
+    l1 = np.where(i1 > i0, w[i1, o], 0).astype(np.float32)
+    key = np.stack([i0, i1, l1 > 0], 1)
+    starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]).any(1)])
+    ends = np.r_[starts[1:], n_out]
+    length = int((ends - starts).max())
+    nb = len(starts)
+    pos = np.zeros((nb, length), np.int64)
+    valid = np.zeros((nb, length), bool)
+    L0 = np.full((nb, length), np.nan, np.float32)   # NaN padding: never "> T"
+    L1 = np.full((nb, length), np.nan, np.float32)
+    for b, (s, e) in enumerate(zip(starts, ends)):
+        pos[b, : e - s] = o[s:e]
+        valid[b, : e - s] = True
+        L0[b, : e - s], L1[b, : e - s] = l0[s:e], l1[s:e]
+    t = torch.from_numpy
+    return _Axis(t(i0[starts]), t(i1[starts]), t(pos), t(valid), t(L0), t(L1))
+
+
+# ----------------------------------------------------------------------------- counting
 def label_counts(labels: BatchLabels, n_concepts: int) -> dict[str, torch.Tensor]:
-    """truth [C] (pixels per concept) and images [C] (images containing it), plus the B×C
-    presence matrices of pixel labels and image-level labels."""
+    """truth [C] (pixels per concept), images [C] (images containing it), and the B×C presence
+    of pixel labels (`pix`) and image-level labels (`img`)."""
     cols, scal = labels.cols, labels.scalars
     b = cols.shape[0]
     hw = cols.shape[-1] * cols.shape[-2]
-    v = cols[cols >= 0]
-    truth = torch.bincount(v, minlength=n_concepts)
-    sv = scal[scal >= 0]
-    truth += torch.bincount(sv, minlength=n_concepts) * hw
-    pix = torch.zeros(b, n_concepts + 1, dtype=torch.bool)
-    pix.scatter_(1, (cols.reshape(b, -1) % (n_concepts + 1)), True)   # -1 -> column C (dropped)
-    pix = pix[:, :n_concepts]
-    img = torch.zeros(b, n_concepts + 1, dtype=torch.bool)
+    truth = torch.bincount(cols[cols >= 0], minlength=n_concepts)
+    truth += torch.bincount(scal[scal >= 0], minlength=n_concepts) * hw
+    pix = torch.zeros(b, n_concepts + 1, dtype=torch.bool, device=cols.device)
+    pix.scatter_(1, cols.reshape(b, -1) % (n_concepts + 1), True)    # -1 -> column C (dropped)
+    img = torch.zeros(b, n_concepts + 1, dtype=torch.bool, device=cols.device)
     if scal.shape[1]:
         img.scatter_(1, scal % (n_concepts + 1), True)
-    img = img[:, :n_concepts]
+    pix, img = pix[:, :n_concepts], img[:, :n_concepts]
     return {"truth": truth, "images": (pix | img).sum(0), "pix": pix, "img": img}
 
 
 def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabels,
-                concept_cat: torch.Tensor, n_categories: int) -> dict[str, torch.Tensor]:
+                concept_cat: torch.Tensor, n_categories: int,
+                max_cells: int = 1 << 22) -> dict[str, torch.Tensor]:
     """IoU tally increments for one batch (see dissect.stats.IoUTally for the fields).
 
-    acts: float B×K×h×w raw activations; thresholds: float K (T_k); labels: concept columns;
+    acts: float32 B×K×h×w raw activations; thresholds: float K (T_k); labels: concept columns;
     concept_cat: long C, each concept's primary category index.
     """
     dev = acts.device
-    b, k = acts.shape[:2]
+    b, k, h, w = acts.shape
     H, W = labels.cols.shape[-2:]
-    n_concepts = len(concept_cat)
-    lc = label_counts(labels, n_concepts)
-    cat_onehot = torch.zeros(n_concepts, n_categories, device=dev)
-    cat_onehot[torch.arange(n_concepts), concept_cat] = 1
-    present = (lc["pix"] | lc["img"]).float().to(dev) @ cat_onehot > 0      # B×cats (nd)
-    img_cat = lc["img"].float().to(dev) @ cat_onehot > 0                   # B×cats (lite)
-
-    inter = torch.zeros(k, n_concepts, dtype=torch.float64, device=dev)
-    act_img = torch.zeros(b, k, dtype=torch.float64, device=dev)
-    act_lite = torch.zeros(k, n_categories, dtype=torch.float64, device=dev)
-    thresholds = thresholds.to(dev, torch.float32)
+    n_planes = labels.cols.shape[1]
+    C = len(concept_cat)
     cols = labels.cols.to(dev)
     scal = labels.scalars.to(dev)
-    imgmax = acts.amax(dim=(2, 3))
-    cand = imgmax > thresholds[None, :]
-    for i in torch.nonzero(cand.any(1)).flatten().tolist():
-        units = torch.nonzero(cand[i]).flatten()
-        up = F.interpolate(acts[i, units][:, None].float(), size=(H, W), mode="bilinear",
-                           align_corners=False)[:, 0]
-        mask = (up > thresholds[units][:, None, None]).reshape(len(units), H * W)
-        a = mask.sum(1).double()
-        act_img[i, units] = a
-        touched = img_cat[i][None, :].expand(len(units), -1).clone()
-        c = cols[i].reshape(-1, H * W)
-        valid = c >= 0
-        if bool(valid.any()):
-            u, inv = torch.unique(c[valid], return_inverse=True)
-            onehot = torch.zeros(H * W, len(u), device=dev)
-            pixel_idx = torch.nonzero(valid)[:, 1]
-            onehot.index_put_((pixel_idx, inv), torch.ones(len(inv), device=dev),
-                              accumulate=True)
-            hits = mask.float() @ onehot                                      # units × labels
-            inter.index_put_((units[:, None].expand(-1, len(u)), u[None, :].expand(len(units), -1)),
-                             hits.double(), accumulate=True)
-            touched |= (hits @ cat_onehot[u]) > 0
-        for s in scal[i][scal[i] >= 0].tolist():
-            inter[units, s] += a
-        act_lite[units] += a[:, None] * touched.double()
+    lc = label_counts(BatchLabels(cols, scal), C)
+    cat_onehot = torch.zeros(C, n_categories, device=dev)
+    cat_onehot[torch.arange(C, device=dev), concept_cat] = 1
+    present = (lc["pix"] | lc["img"]).float() @ cat_onehot > 0          # B×cats (nd)
+    img_cat = lc["img"].float() @ cat_onehot > 0                        # B×cats (lite)
+    thresholds = thresholds.to(dev, torch.float32)
+
+    # 1. candidate (image, unit) pairs
+    bi, ki = torch.nonzero(acts.amax(dim=(2, 3)) > thresholds[None, :], as_tuple=True)
+    m = len(bi)
+    a_pair = torch.zeros(m, dtype=torch.float64, device=dev)
+    inter = torch.zeros(k * C, dtype=torch.float64, device=dev)
+    touched = torch.zeros(m * n_categories, dtype=torch.float64, device=dev)
+    if m:
+        raw = acts[bi, ki]                                              # M×h×w
+        th = thresholds[ki]
+        hot = raw > th[:, None, None]
+        ry, rx = (_axis_to(_axis(h, H), dev), _axis_to(_axis(w, W), dev))
+        # 2. candidate cells: a support pixel above T_k
+        rowhot = hot[:, ry.i0] | hot[:, ry.i1]                            # M×RB×w
+        cellhot = rowhot[:, :, rx.i0] | rowhot[:, :, rx.i1]               # M×RB×CB
+        pm, pr, pc = torch.nonzero(cellhot, as_tuple=True)
+        per = ry.pos.shape[1] * rx.pos.shape[1]
+        step = max(1, max_cells // per)
+        plane_stride = H * W
+        flat_cols = cols.reshape(-1)
+        for s in range(0, len(pm), step):
+            cm, cr, cc = pm[s:s + step], pr[s:s + step], pc[s:s + step]
+            r0, r1, c0, c1 = ry.i0[cr], ry.i1[cr], rx.i0[cc], rx.i1[cc]
+            x00, x01 = raw[cm, r0, c0][:, None], raw[cm, r0, c1][:, None]
+            x10, x11 = raw[cm, r1, c0][:, None], raw[cm, r1, c1][:, None]
+            l0x, l1x = rx.l0[cc], rx.l1[cc]                               # N×LC
+            t0 = x00 * l0x + x01 * l1x
+            t1 = x10 * l0x + x11 * l1x
+            l0y, l1y = ry.l0[cr][:, :, None], ry.l1[cr][:, :, None]      # N×LR×1
+            v = t0[:, None, :] * l0y + t1[:, None, :] * l1y              # N×LR×LC
+            active = v > th[cm][:, None, None]                          # NaN padding: False
+            n_i, yy, xx = torch.nonzero(active, as_tuple=True)
+            if not len(n_i):
+                continue
+            pair = cm[n_i]
+            a_pair += torch.bincount(pair, minlength=m).double()
+            # flat index of the pixel in plane 0 of its image; blocks are contiguous runs
+            base = bi[cm] * (n_planes * plane_stride) + ry.pos[cr, 0] * W + rx.pos[cc, 0]
+            flat = base[n_i] + yy * W + xx
+            for p in range(n_planes):
+                col = flat_cols.index_select(0, flat + p * plane_stride)
+                ok = col >= 0
+                pp, col = pair[ok], col[ok]
+                inter += torch.bincount(ki[pp] * C + col, minlength=k * C).double()
+                touched += torch.bincount(pp * n_categories + concept_cat[col],
+                                          minlength=m * n_categories).double()
+    inter = inter.view(k, C)
+    touched = touched.view(m, n_categories) > 0
+    # image-level labels cover the whole image
+    for j in range(scal.shape[1]):
+        s = scal[bi, j]
+        ok = s >= 0
+        if bool(ok.any()):
+            inter.index_put_((ki[ok], s[ok]), a_pair[ok], accumulate=True)
+    touched |= img_cat[bi]
+    act_img = torch.zeros(b, k, dtype=torch.float64, device=dev)
+    act_img[bi, ki] = a_pair
+    act_lite = torch.zeros(k, n_categories, dtype=torch.float64, device=dev)
+    act_lite.index_add_(0, ki, a_pair[:, None] * touched.double())
     act_nd = act_img.t() @ present.double()
     return {"inter": inter.round().long(), "truth": lc["truth"], "images": lc["images"],
             "act": act_img.sum(0).round().long(), "act_nd": act_nd.round().long(),
             "act_lite": act_lite.round().long()}
+
+
+def _axis_to(a: _Axis, dev: torch.device) -> _Axis:
+    if a.i0.device == dev:
+        return a
+    return _Axis(*(t.to(dev) for t in (a.i0, a.i1, a.pos, a.valid, a.l0, a.l1)))
+
+
+def upsample_cells(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Full bilinear upsample of M×h×w computed the way `tally_batch` computes cells (tests)."""
+    m, h, w = raw.shape
+    ry, rx = _axis(h, size[0]), _axis(w, size[1])
+    out = torch.empty(m, *size)
+    for r in range(len(ry.i0)):
+        for c in range(len(rx.i0)):
+            x00, x01 = raw[:, ry.i0[r], rx.i0[c]][:, None], raw[:, ry.i0[r], rx.i1[c]][:, None]
+            x10, x11 = raw[:, ry.i1[r], rx.i0[c]][:, None], raw[:, ry.i1[r], rx.i1[c]][:, None]
+            t0 = x00 * rx.l0[c][None] + x01 * rx.l1[c][None]
+            t1 = x10 * rx.l0[c][None] + x11 * rx.l1[c][None]
+            v = t0[:, None, :] * ry.l0[r][None, :, None] + t1[:, None, :] * ry.l1[r][None, :, None]
+            ys, xs = ry.pos[r][ry.valid[r]], rx.pos[c][rx.valid[c]]
+            out[:, ys[:, None], xs[None, :]] = v[:, : len(ys), : len(xs)]
+    return out
