@@ -76,6 +76,26 @@ def get_importance(name: str, weights: str, spec: str, layer: str, limit: int):
     return rank_units(get_model(name, weights), lset, layer)
 
 
+@st.cache_data(show_spinner="Removing the top-N units of every class, and keeping only them…")
+def get_curve(name: str, weights: str, spec: str, layer: str, limit: int, ns: tuple, by: str):
+    from dissect.importance import control_curve
+    lset, _ = get_set(name, weights, spec, layer, limit)
+    imp = get_importance(name, weights, spec, layer, limit)
+    return control_curve(get_model(name, weights), lset, imp, list(ns), by=by)
+
+
+def show_curve(curve: pd.DataFrame) -> None:
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    for col, name in (("removed_top", "top N removed"), ("kept_top_only", "only top N kept"),
+                      ("baseline", "no ablation")):
+        fig.add_trace(go.Scatter(x=curve["n"], y=curve[col], mode="lines+markers", name=name))
+    fig.update_layout(xaxis_title="N units", yaxis_title="mean balanced accuracy",
+                      xaxis_type="log", height=320, margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="abl_curve_chart")
+    st.dataframe(curve, hide_index=True)
+
+
 @st.cache_data(show_spinner=False)
 def get_layers(name: str, weights: str) -> list[tuple[str, int]]:
     return [(l.name, l.shape[0]) for l in list_layers(get_model(name, weights)) if l.spatial]
@@ -127,6 +147,13 @@ def main() -> None:
     # ---- selection (from the unit browser, concept, importance, by hand) ---------------------
     sel_key = f"abl_units_{layer}"
     handoff = st.session_state.pop("ablate_units", None)
+    if handoff is None and st.query_params.get("units"):       # ?units=3,17 (a shared link)
+        try:
+            from dissect.ablation import parse_units
+            handoff = {"layer": layer, "units": parse_units(st.query_params.get("units"))}
+        except AblationError as e:
+            st.warning(f"Ignoring the link's units: {e}")
+        st.query_params.pop("units", None)
     if isinstance(handoff, dict) and handoff.get("layer") == layer:
         st.session_state[sel_key] = sorted({int(u) for u in handoff.get("units", []) if 0 <= int(u) < k})
     st.session_state.setdefault(sel_key, [])
@@ -154,7 +181,8 @@ def main() -> None:
                 chosen = sorted(int(u) for u in good[good["label"] == concept]["unit"])
                 st.button(f"Select all units labelled {concept}", key="abl_use_concept",
                           on_click=_set_units, args=(sel_key, chosen))
-    set_spec = st.session_state.get("abl_set", "toyworld:200" if model_name == "toyworld" else "")
+    st.session_state.setdefault("abl_set", "toyworld:200" if model_name == "toyworld" else "")
+    set_spec = st.session_state["abl_set"]
     with how[1]:
         if not set_spec:
             st.caption("Choose a labelled set below (ToyWorld or an ImageFolder) first.")
@@ -162,12 +190,28 @@ def main() -> None:
             try:
                 imp = get_importance(model_name, weights, set_spec, layer, int(st.session_state.get("abl_limit", 200)))
                 names = [lm.class_names[c] for c in imp.classes]
-                c1, c2 = st.columns([3, 1])
+                c1, c2, c3 = st.columns([3, 2, 1])
                 cls = c1.selectbox("Class", names, key="abl_imp_class")
-                n = c2.number_input("Top N", 1, k, 10, key="abl_imp_n")
+                by = c2.selectbox("Measure", ["balanced", "acc", "logit"], key="abl_imp_by",
+                                  format_func=lambda b: {"balanced": "balanced-accuracy drop",
+                                                         "acc": "accuracy drop",
+                                                         "logit": "class-logit drop"}[b])
+                n = c3.number_input("Top N", 1, k, 10, key="abl_imp_n")
                 st.button(f"Select the top {n} units for {cls}", key="abl_use_imp",
-                          on_click=_set_units, args=(sel_key, sorted(imp.top(cls, int(n)))))
-                st.dataframe(imp.table(cls).head(int(n)), hide_index=True, height=200)
+                          on_click=_set_units, args=(sel_key, sorted(imp.top(cls, int(n), by=by))))
+                table = imp.table(cls, by=by).head(int(n))
+                if units_df is not None:
+                    table = table.merge(units_df[["unit", "label", "iou"]], on="unit", how="left")
+                st.dataframe(table, hide_index=True, height=200)
+                with st.expander("Control (PNAS): remove each class's top N vs keep only its top N"):
+                    if st.button("Compute the curve", key="abl_control"):
+                        ns = sorted({n for n in (1, 2, 5, 10, 20, 50, 100, k // 2) if 0 < n < k})
+                        st.session_state["abl_curve"] = get_curve(
+                            model_name, weights, set_spec, layer,
+                            int(st.session_state.get("abl_limit", 200)), tuple(ns), by)
+                    curve = st.session_state.get("abl_curve")
+                    if curve is not None:
+                        show_curve(curve)
             except USER_ERRORS as e:
                 st.error(str(e))
     with how[2]:
@@ -212,7 +256,7 @@ def main() -> None:
     # ---- a labelled set ---------------------------------------------------------------------
     st.subheader("Per-class accuracy on a labelled set")
     c1, c2 = st.columns([3, 1])
-    spec = c1.text_input("Set", value=set_spec, key="abl_set",
+    spec = c1.text_input("Set", key="abl_set",
                          help="toyworld:N (ToyWorld scenes) or folder:DIR (ImageFolder layout)")
     limit = c2.number_input("At most images", 10, 5000, 200, key="abl_limit")
     set_result = None

@@ -82,3 +82,19 @@ def test_bad_set_and_mode_messages(runs_root, monkeypatch):
     assert any("names a class" in e.value for e in at.error)
     at.selectbox(key="abl_mode").set_value("mean").run()
     assert not at.exception
+
+
+def test_control_curve_and_query_param(runs_root, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
+    at = AppTest.from_file(PAGE, default_timeout=240)
+    at.session_state["run"] = "r18"
+    at.session_state["layer"] = "layer3"
+    at.session_state["abl_set"] = f"folder:{runs_root / 'set'}"
+    at.query_params["units"] = "7,8"
+    at.run()
+    assert not at.exception and _selected(at) == [7, 8]
+    at.button(key="abl_control").click().run()
+    assert not at.exception
+    curve = at.session_state["abl_curve"]
+    assert {"n", "removed_top", "kept_top_only", "baseline"} <= set(curve.columns)
