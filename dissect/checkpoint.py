@@ -10,6 +10,7 @@ loads, as well as plain `torch.save(model.state_dict())` files and safetensors.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import torch
@@ -52,7 +53,8 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: `state_dict` / `model` unwrapped, `module.` prefixes stripped."""
+    """The tensors of a checkpoint: `state_dict` / `model` unwrapped, `module.` prefixes stripped,
+    old DenseNet names ("denselayer1.norm.1.weight", as in the Places365 release) modernised."""
     obj = read_checkpoint(path)
     for key in ("state_dict", "model_state_dict", "model", "net"):
         if isinstance(obj.get(key), dict):
@@ -61,7 +63,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise ModelError(f"weights file '{path}' holds no tensors (keys: {list(obj)[:8]})")
-    return {_strip(k): v for k, v in sd.items()}
+    return {_modern(_strip(k)): v for k, v in sd.items()}
+
+
+_OLD_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def _modern(key: str) -> str:
+    m = _OLD_DENSENET.match(key)
+    return m.group(1) + m.group(2) if m else key
 
 
 def checkpoint_classes(path: str) -> list[str] | None:

@@ -152,7 +152,7 @@ def _weights_enum(name: str, weights: str):
         raise ModelError(f"model '{name}' has no torchvision weights; use --weights none or FILE") from None
     member = weights.split(".")[-1]
     try:
-        return enum_cls[member]
+        return enum_cls[member] if member in enum_cls.__members__ else enum_cls[member.upper()]
     except KeyError:
         names = ", ".join(["DEFAULT"] + [w.name for w in enum_cls])
         raise ModelError(f"'{weights}' is not a weights name of {name}: use one of {names}, "

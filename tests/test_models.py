@@ -50,12 +50,26 @@ def test_places365_style_checkpoint(tmp_path):
     net = resnet18(num_classes=365)
     sd = {"module." + k: v for k, v in net.state_dict().items() if "num_batches" not in k}
     path = tmp_path / "resnet18_places365.pth.tar"
-    torch.save({"epoch": 90, "arch": "resnet18", "state_dict": sd}, path)
+    # the 2017 release predates torch's zip format: save the legacy way
+    torch.save({"epoch": 90, "arch": "resnet18", "state_dict": sd}, path,
+               _use_new_zipfile_serialization=False)
     classes = tmp_path / "categories_places365.txt"
     classes.write_text("".join(f"/{chr(97 + i % 26)}/place_{i} {i}\n" for i in range(365)))
     lm = load_model("resnet18", str(path), classes=str(classes))
     assert lm.model.fc.out_features == 365 and lm.class_names[0] == "place_0"
     assert torch.equal(lm.model.fc.weight, net.fc.weight)
+
+
+def test_old_densenet_names_are_modernised(tmp_path):
+    from torchvision.models import densenet121
+    torch.manual_seed(0)
+    net = densenet121(num_classes=5)
+    old = {"module." + k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v
+           for k, v in net.state_dict().items()}
+    assert any("norm.1." in k for k in old)
+    torch.save({"state_dict": old}, tmp_path / "d.pth.tar")
+    lm = load_model("densenet121", str(tmp_path / "d.pth.tar"))
+    assert torch.equal(lm.model.classifier.weight, net.classifier.weight)
 
 
 def test_safetensors_and_mismatched_keys(tmp_path):
