@@ -35,6 +35,14 @@ START_HINT = ("Start one with `make run` (builds the ToyWorld default run), on t
               "--layer layer3,layer4 --probe toyworld:200 --out {root}/my-run\n```")
 
 
+def _pages() -> dict[str, "st.Page"]:
+    """file name -> st.Page for every page in PAGES whose file exists."""
+    root = Path(__file__).resolve().parent.parent
+    return {Path(file).name: st.Page(str(root / file), title=title, icon=icon, url_path=url,
+                                     default=key == "overview")
+            for key, (file, title, icon, url) in PAGES.items() if (root / file).exists()}
+
+
 def navigation():
     """st.navigation over PAGES (files that exist), grouped; returns the current st.Page."""
     try:
@@ -42,14 +50,12 @@ def navigation():
                            layout="wide")
     except st.errors.StreamlitAPIException:
         pass
-    root = Path(__file__).resolve().parent.parent
+    pages = _pages()    # a missing file (e.g. the ablation lab before its author adds it) is skipped
     groups: dict[str, list] = {"Browse": [], "Act": []}
-    for key, (file, title, icon, url) in PAGES.items():
-        if not (root / file).exists():
-            continue   # e.g. the ablation lab before its author adds it
-        group = "Browse" if key in ("overview", "browser", "unit", "image") else "Act"
-        groups[group].append(st.Page(str(root / file), title=title, icon=icon, url_path=url,
-                                     default=key == "overview"))
+    for key, (file, *_rest) in PAGES.items():
+        if Path(file).name in pages:
+            group = "Browse" if key in ("overview", "browser", "unit", "image") else "Act"
+            groups[group].append(pages[Path(file).name])
     return st.navigation(groups)
 
 
@@ -273,11 +279,28 @@ def context() -> Ctx:
     deep link) installs the real menu and draws the sidebar itself.
     """
     ctx = st.session_state.pop("_ctx", None)
-    if ctx is None:          # legacy mode: replace its automatic menu with ours, then go on
+    if ctx is None:          # legacy mode: install our menu, then rerun this page through it
         _use_navigation()
+        pages = _pages()
         navigation()
+        here = _calling_page()
+        if here in pages and not st.session_state.get("_legacy_switch"):
+            st.session_state["_legacy_switch"] = True
+            st.switch_page(pages[here], query_params=st.query_params.to_dict())
         ctx = sidebar()
+    st.session_state.pop("_legacy_switch", None)
     return ctx
+
+
+def _calling_page() -> str:
+    """File name of the page script that called into this module ("" when none)."""
+    import inspect
+    here = Path(__file__).resolve()
+    for frame in inspect.stack():
+        p = Path(frame.filename).resolve()
+        if p.parent == here.parent and p != here:
+            return p.name
+    return ""
 
 
 def need_run(complete: bool = True) -> Ctx:

@@ -1,0 +1,125 @@
+"""A real Streamlit server on 127.0.0.1 driven by Debian's Chromium through playwright.
+
+Opens the unit browser, clicks a unit card, and checks that the unit's label and its top images
+appear; then opens a unit's shareable URL directly. Screenshots go to tests/artifacts/.
+Needs /usr/bin/chromium (`make test` installs it); nothing is downloaded here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(engine_run, tmp_path_factory):
+    """URL of a streamlit server over a runs root holding a copy of engine_run as 'r18'."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    root = tmp_path_factory.mktemp("browser_runs")
+    shutil.copytree(engine_run, root / "r18", ignore=shutil.ignore_patterns("cache"))
+    port = _free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.headless", "true", "--server.fileWatcherType", "none"],
+        cwd=REPO, env={**os.environ, "DISSECT_RUNS": str(root), "OMP_NUM_THREADS": "1"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "streamlit did not start in 90 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _loaded_images(page) -> int:
+    """<img> elements in the main area that finished loading real pixels."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=stMain] img, main img')]
+        .filter(i => i.complete && i.naturalWidth > 0).length""")
+
+
+def test_unit_browser_click_opens_unit_with_label_and_images(server, engine_run):
+    from playwright.sync_api import expect, sync_playwright
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    units = pd.read_csv(engine_run / "layers" / "layer4" / "units.csv")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{server}/unit_browser?run=r18&layer=layer4")
+            expect(page.get_by_role("heading", name="Units of layer4")).to_be_visible(
+                timeout=120_000)
+            card = page.get_by_role("button", name=re.compile(r"^unit \d+ · ")).first
+            expect(card).to_be_visible(timeout=60_000)
+            page.wait_for_function("() => document.querySelectorAll('[data-testid=stMain] img, main img')"
+                                   ".length >= 4", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "unit_browser.png"), full_page=True)
+            name = card.inner_text()
+            unit = int(re.match(r"unit (\d+)", name).group(1))
+            label = units.loc[units.unit == unit, "label"].iloc[0]
+            card.click()
+
+            heading = page.get_by_role("heading", name=re.compile(rf"^Unit {unit} · "))
+            expect(heading).to_be_visible(timeout=60_000)
+            expect(heading).to_contain_text(str(label))
+            k = 20
+            page.wait_for_function(
+                f"() => [...document.querySelectorAll('[data-testid=stMain] img, main img')]"
+                f".filter(i => i.complete && i.naturalWidth > 0).length >= {k}", timeout=60_000)
+            assert _loaded_images(page) >= k
+            assert f"unit={unit}" in page.url and "run=r18" in page.url
+            page.screenshot(path=str(ARTIFACTS / "unit_detail.png"), full_page=True)
+
+            # the shareable URL opens the same unit in a fresh tab
+            other = browser.new_page(viewport={"width": 1440, "height": 1000})
+            other.goto(page.url)
+            expect(other.get_by_role("heading", name=re.compile(rf"^Unit {unit} · "))
+                   ).to_be_visible(timeout=60_000)
+            other.goto(f"{server}/overview?run=r18&layer=layer3")
+            expect(other.get_by_role("heading", name="r18 · layer3")).to_be_visible(
+                timeout=60_000)
+            other.wait_for_timeout(1500)
+            other.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+        finally:
+            browser.close()
