@@ -13,7 +13,7 @@ whole plane). Each label's primary category is the one whose `c_<cat>.csv` gives
 coverage (ties go to the later category, as NetDissect does). Images with no data in the chosen
 categories are left out, as NetDissect-Lite does; then `split` filters and `limit` truncates.
 Decoding happens in `__getitem__` (DataLoader workers); set `decode_images = False` to read
-only the labels.
+only the labels, or `decode_labels = False` to read only the images.
 """
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ class BrodenProbe(ProbeSet):
         })
         self.description = f"Broden {d.name}: {len(self.rows)} images, {', '.join(cats)}"
         self.decode_images = True
+        self.decode_labels = True
 
     # -- sizes
     def _size(self, hkey: str, wkey: str, fallback) -> tuple[int, int]:
@@ -204,7 +205,7 @@ class BrodenProbe(ProbeSet):
         pixel: dict[str, np.ndarray] = {}
         scalar: dict[str, np.ndarray] = {}
         h, w = self.mask_size
-        for cat in self.categories:
+        for cat in self.categories if self.decode_labels else ():
             tokens = _split_cell(row[cat])
             if not tokens:
                 continue

@@ -290,6 +290,7 @@ def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> 
 def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool) -> None:
     n = len(probe)
     names = list(layers)
+    probe = _image_view(probe)
     ds = probe if done == 0 else Subset(probe, range(done, n))
     loader = probe_loader(ds, cfg.batch_size, cfg.workers)
     bar = tqdm(total=n, initial=done, unit="img", desc="forward", disable=not progress,
@@ -331,9 +332,18 @@ def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: boo
 
 
 def _label_view(probe: ProbeSet) -> ProbeSet:
+    """The probe without image decoding (phase 2), when it supports that."""
     if hasattr(probe, "decode_images"):
         probe = copy.copy(probe)
         probe.decode_images = False
+    return probe
+
+
+def _image_view(probe: ProbeSet) -> ProbeSet:
+    """The probe without label decoding (phase 1), when it supports that."""
+    if hasattr(probe, "decode_labels"):
+        probe = copy.copy(probe)
+        probe.decode_labels = False
     return probe
 
 

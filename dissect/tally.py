@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 @dataclass
 class BatchLabels:
-    cols: torch.Tensor      # long B×P×H×W: concept column per plane pixel, -1 = none
+    cols: torch.Tensor      # int32 B×P×H×W: concept column per plane pixel, -1 = none
     scalars: torch.Tensor   # long B×L: concept column of image-level labels, -1 = none
 
     @classmethod
@@ -36,17 +36,18 @@ class BatchLabels:
         b = len(batch.index)
         h, w = mask_size
         planes = [batch.pixel[c] for c in sorted(batch.pixel)]
-        ids = torch.cat(planes, 1).long() if planes else torch.zeros(b, 0, h, w, dtype=torch.long)
+        ids = torch.cat(planes, 1) if planes else torch.zeros(b, 0, h, w, dtype=torch.int32)
         scal = [batch.scalar[c] for c in sorted(batch.scalar)]
-        sids = torch.cat(scal, 1).long() if scal else torch.zeros(b, 0, dtype=torch.long)
-        return cls(_lookup(lut, ids), _lookup(lut, sids))
+        sids = torch.cat(scal, 1) if scal else torch.zeros(b, 0, dtype=torch.int32)
+        return cls(_lookup(lut, ids), _lookup(lut, sids).long())
 
 
 def _lookup(lut: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    ok = (ids > 0) & (ids < len(lut))
-    out = torch.full_like(ids, -1)
-    out[ok] = lut[ids[ok]]
-    return out
+    """lut[id] for ids in range, -1 for id 0 and ids past the table (int32 out)."""
+    ext = torch.cat([lut.to(torch.int32), torch.tensor([-1], dtype=torch.int32)])
+    ext[0] = -1
+    flat = ids.reshape(-1).clamp(min=0, max=len(lut)).long()
+    return ext.index_select(0, flat).view(ids.shape)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -96,14 +97,16 @@ def label_counts(labels: BatchLabels, n_concepts: int) -> dict[str, torch.Tensor
     cols, scal = labels.cols, labels.scalars
     b = cols.shape[0]
     hw = cols.shape[-1] * cols.shape[-2]
-    truth = torch.bincount(cols[cols >= 0], minlength=n_concepts)
+    c1 = n_concepts + 1                     # column C collects "no concept" (-1)
+    key = cols.reshape(b, -1).long() % c1 + torch.arange(b, device=cols.device)[:, None] * c1
+    per_image = torch.bincount(key.reshape(-1), minlength=b * c1).view(b, c1)[:, :n_concepts]
+    truth = per_image.sum(0)
     truth += torch.bincount(scal[scal >= 0], minlength=n_concepts) * hw
-    pix = torch.zeros(b, n_concepts + 1, dtype=torch.bool, device=cols.device)
-    pix.scatter_(1, cols.reshape(b, -1) % (n_concepts + 1), True)    # -1 -> column C (dropped)
-    img = torch.zeros(b, n_concepts + 1, dtype=torch.bool, device=cols.device)
+    pix = per_image > 0
+    img = torch.zeros(b, c1, dtype=torch.bool, device=cols.device)
     if scal.shape[1]:
-        img.scatter_(1, scal % (n_concepts + 1), True)
-    pix, img = pix[:, :n_concepts], img[:, :n_concepts]
+        img.scatter_(1, scal % c1, True)
+    img = img[:, :n_concepts]
     return {"truth": truth, "images": (pix | img).sum(0), "pix": pix, "img": img}
 
 
@@ -148,33 +151,47 @@ def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabel
         step = max(1, max_cells // per)
         plane_stride = H * W
         flat_cols = cols.reshape(-1)
+        offsets = torch.arange(n_planes, device=dev) * plane_stride
+        c1, g1 = C + 1, n_categories + 1            # last column/category: "no concept"
+        cat_ext = torch.cat([concept_cat, torch.tensor([n_categories], device=dev)])
+        raw_flat = raw.reshape(-1)
+        inter_ext = torch.zeros(k * c1, dtype=torch.float64, device=dev)
+        touched_ext = torch.zeros(m * g1, dtype=torch.float64, device=dev)
         for s in range(0, len(pm), step):
             cm, cr, cc = pm[s:s + step], pr[s:s + step], pc[s:s + step]
-            r0, r1, c0, c1 = ry.i0[cr], ry.i1[cr], rx.i0[cc], rx.i1[cc]
-            x00, x01 = raw[cm, r0, c0][:, None], raw[cm, r0, c1][:, None]
-            x10, x11 = raw[cm, r1, c0][:, None], raw[cm, r1, c1][:, None]
-            l0x, l1x = rx.l0[cc], rx.l1[cc]                               # N×LC
+            r0, r1 = ry.i0[cr] * w, ry.i1[cr] * w
+            c0, c1_ = rx.i0[cc], rx.i1[cc]
+            o = cm * (h * w)
+            x00 = raw_flat.index_select(0, o + r0 + c0)[:, None]
+            x01 = raw_flat.index_select(0, o + r0 + c1_)[:, None]
+            x10 = raw_flat.index_select(0, o + r1 + c0)[:, None]
+            x11 = raw_flat.index_select(0, o + r1 + c1_)[:, None]
+            l0x, l1x = rx.l0.index_select(0, cc), rx.l1.index_select(0, cc)   # N×LC
             t0 = x00 * l0x + x01 * l1x
             t1 = x10 * l0x + x11 * l1x
-            l0y, l1y = ry.l0[cr][:, :, None], ry.l1[cr][:, :, None]      # N×LR×1
-            v = t0[:, None, :] * l0y + t1[:, None, :] * l1y              # N×LR×LC
-            active = v > th[cm][:, None, None]                          # NaN padding: False
+            l0y = ry.l0.index_select(0, cr)[:, :, None]                       # N×LR×1
+            l1y = ry.l1.index_select(0, cr)[:, :, None]
+            v = t0[:, None, :] * l0y + t1[:, None, :] * l1y                   # N×LR×LC
+            active = v > th.index_select(0, cm)[:, None, None]       # NaN padding: False
             n_i, yy, xx = torch.nonzero(active, as_tuple=True)
             if not len(n_i):
                 continue
-            pair = cm[n_i]
+            pair = cm.index_select(0, n_i)
             a_pair += torch.bincount(pair, minlength=m).double()
             # flat index of the pixel in plane 0 of its image; blocks are contiguous runs
-            base = bi[cm] * (n_planes * plane_stride) + ry.pos[cr, 0] * W + rx.pos[cc, 0]
-            flat = base[n_i] + yy * W + xx
-            for p in range(n_planes):
-                col = flat_cols.index_select(0, flat + p * plane_stride)
-                ok = col >= 0
-                pp, col = pair[ok], col[ok]
-                inter += torch.bincount(ki[pp] * C + col, minlength=k * C).double()
-                touched += torch.bincount(pp * n_categories + concept_cat[col],
-                                          minlength=m * n_categories).double()
-    inter = inter.view(k, C)
+            base = bi.index_select(0, cm) * (n_planes * plane_stride) \
+                + ry.pos[:, 0].index_select(0, cr) * W + rx.pos[:, 0].index_select(0, cc)
+            flat = base.index_select(0, n_i) + yy * W + xx
+            col = flat_cols.index_select(0, (flat[:, None] + offsets).reshape(-1)).long()
+            col = torch.where(col < 0, C, col)
+            kp = ki.index_select(0, pair)[:, None].expand(-1, n_planes).reshape(-1)
+            inter_ext += torch.bincount(kp * c1 + col, minlength=k * c1).double()
+            pp = pair[:, None].expand(-1, n_planes).reshape(-1)
+            touched_ext += torch.bincount(pp * g1 + cat_ext.index_select(0, col),
+                                          minlength=m * g1).double()
+        inter = inter_ext.view(k, c1)[:, :C].reshape(-1)
+        touched = touched_ext.view(m, g1)[:, :n_categories].reshape(-1)
+    inter = inter.reshape(k, C).clone()
     touched = touched.view(m, n_categories) > 0
     # image-level labels cover the whole image
     for j in range(scal.shape[1]):
