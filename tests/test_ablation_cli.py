@@ -107,3 +107,25 @@ def test_rank_and_control_json(photos, capsys):
     assert all(len(v) == 2 and all(0 <= u < 512 for u in v) for v in out["importance"].values())
     assert [r["n"] for r in out["control"]] == [1, 3]
     assert set(out["control"][0]) == {"n", "removed_top", "kept_top_only", "baseline"}
+
+
+def test_several_layers_at_once(photos, capsys):
+    import torch
+    from dissect.ablation import Intervention, ablate, image_tensor
+    from dissect.models import load_model
+    assert main(["ablate", "--model", "resnet18", "--units", "layer3:1-40", "--units", "layer4:7",
+                 "--units", "layer3:41", "--mode", "scale=3", "--images", str(photos / "a.png"),
+                 "--json"]) == 0
+    out = _json(capsys)
+    assert out["intervention"]["interventions"] == [
+        {"layer": "layer3", "units": list(range(1, 42))}, {"layer": "layer4", "units": [7]}]
+    lm = load_model("resnet18")
+    x = image_tensor(lm, str(photos / "a.png"))
+    ivs = [Intervention("layer3", tuple(range(1, 42)), "scale", 3.0),
+           Intervention("layer4", (7,), "scale", 3.0)]
+    with ablate(lm.model, ivs), torch.no_grad():
+        p = lm.model(lm.normalize(x[None])).softmax(1)[0]
+    assert out["images"][0]["after"][0]["p"] == pytest.approx(float(p.max()), rel=1e-4)
+    assert main(["ablate", "--model", "resnet18", "--units", "3", "--images",
+                 str(photos / "a.png")]) == 2
+    assert "say which layer" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """python -m dissect ablate --model M [--weights W] --layer L [--units 3,17 | --concept tree --run RUN]
+    [--units LAYER:UNITS ...]   (several layers at once)
     [--mode zero|mean|value=X|scale=X] (--images FILE... | --set toyworld:N | --set folder:DIR)
     [--seed S] [--json] [--rank N]
 
@@ -18,9 +19,13 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="model name (default: the --run's model)")
     p.add_argument("--weights", default=None, help="none | ENUM | FILE (default: the --run's, else none)")
     p.add_argument("--classes", default=None, help="class names file (one per line)")
-    p.add_argument("--layer", default=None, help="layer to edit (default: the --run's first layer)")
+    p.add_argument("--layer", default=None,
+                   help="layer to edit, or several comma-separated with --concept (default: the "
+                        "--run's first layer)")
     who = p.add_mutually_exclusive_group()
-    who.add_argument("--units", default=None, help="unit list, e.g. 3,17,40-43")
+    who.add_argument("--units", action="append", default=None,
+                     help="unit list, e.g. 3,17,40-43; repeat as LAYER:UNITS to edit several "
+                          "layers at once (--units layer3:5,9 --units layer4:1)")
     who.add_argument("--concept", default=None, help="every unit the --run labels with this concept")
     p.add_argument("--run", default=None, help="run folder (for --concept, unit means, defaults)")
     p.add_argument("--mode", default="zero", help="zero | mean | value=X | scale=X")
@@ -75,47 +80,62 @@ def main(args: argparse.Namespace) -> int:
     if not model_name:
         raise AblationError("give --model NAME (or --run RUN to use the run's model)")
     weights = args.weights or (cfg.get("weights") if run and not args.model else None) or "none"
-    layer = args.layer or (cfg.get("layers") or [None])[0]
-    if not layer:
-        raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
+    layers = [l for l in (args.layer or "").split(",") if l] or (cfg.get("layers") or [])[:1]
+    mode, value = parse_mode(args.mode)
     torch.manual_seed(args.seed)
     torch.set_grad_enabled(False)
     lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed)
+    plan: dict[str, list[int]] = {}
     if args.concept:
         if run is None:
             raise AblationError("--concept needs --run RUN (the dissection that labelled the units)")
-        units = concept_units(run, layer, args.concept)
+        if not layers:
+            raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
+        plan = {layer: concept_units(run, layer, args.concept) for layer in layers}
     elif args.units:
-        units = parse_units(args.units)
+        for entry in args.units:
+            name, sep, text = entry.rpartition(":")
+            if not sep:
+                if len(layers) != 1:
+                    raise AblationError(f"--units {entry}: say which layer, e.g. --layer layer4, "
+                                        "or write --units LAYER:UNITS")
+                name = layers[0]
+            plan.setdefault(name, []).extend(u for u in parse_units(text) if u not in plan.get(name, []))
     else:
         raise AblationError("choose units: --units 3,17 or --concept NAME --run RUN")
-    k = check_units(lm, layer, units)
-    mode, value = parse_mode(args.mode)
+    if not plan:
+        raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
+    sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
+    layer = next(iter(plan))                       # the layer --rank / --control look at
 
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit) if args.set else None
     images = []
     if args.images:
         images = [(path, image_tensor(lm, path)) for path in args.images]
-    means = None
-    if mode == "mean":
-        means = means_from_run(run, layer) if run is not None and layer in run.layers else None
-        if means is None:
-            batches = (x for _i, x in lset.batches(args.batch_size)) if lset is not None \
-                else [torch.stack([x for _p, x in images])]
-            means = unit_means(lm, layer, batches)
-    iv = Intervention(layer, tuple(units), mode, value, means)
-    if args.invert:
-        iv = invert(iv, k)
-    info = {"model": lm.name, "weights": lm.weights, "layer": layer, "units": list(iv.units),
-            "mode": args.mode}
+    ivs = []
+    for name, units in plan.items():
+        means = None
+        if mode == "mean":
+            means = means_from_run(run, name) if run is not None and name in run.layers else None
+            if means is None:
+                batches = (x for _i, x in lset.batches(args.batch_size)) if lset is not None \
+                    else [torch.stack([x for _p, x in images])]
+                means = unit_means(lm, name, batches)
+        iv = Intervention(name, tuple(units), mode, value, means)
+        ivs.append(invert(iv, sizes[name]) if args.invert else iv)
+    iv, means = ivs[0], ivs[0].means
+    info = {"model": lm.name, "weights": lm.weights, "layer": iv.layer, "units": list(iv.units),
+            "mode": args.mode,
+            "interventions": [{"layer": v.layer, "units": list(v.units)} for v in ivs]}
+    title = "; ".join(f"{v.describe()} ({_unit_text(v.units)})" for v in ivs)
 
     if images:
         lab = ImageAblation(lm)
-        results = [lab.compare(x, [iv], path=path) for path, x in images]
+        results = [lab.compare(x, ivs, path=path) for path, x in images]
         if args.json:
             print(json.dumps({"images": [r.to_json() for r in results], "intervention": info}))
             return 0
-        print(f"{iv.describe()} ({_unit_text(iv.units)})")
+        print(title)
         for r in results:
             print(f"\n{r.path}")
             for (cb, pb), (ca, pa) in zip(r.before, r.after):
@@ -124,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {len(r.changes)} classes moved; most: {moved or 'none'}")
         return 0
 
-    res = evaluate_set(lm, lset, [iv], batch_size=args.batch_size)
+    res = evaluate_set(lm, lset, ivs, batch_size=args.batch_size)
     out = res.to_json()
     out.update({"intervention": info, "images": len(lset), "skipped": lset.skipped})
     ranks, curve = None, None
@@ -141,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{iv.describe()} ({_unit_text(iv.units)}) on {args.set}: {len(lset)} images"
+    print(f"{title} on {args.set}: {len(lset)} images"
           + (f", {lset.skipped} skipped" if lset.skipped else ""))
     for note in lset.notes:
         print(f"  note: {note}")
