@@ -119,7 +119,15 @@ def pick_run():
 def main() -> None:
     st.title("Ablation lab")
     run = pick_run()
-    if run is not None:
+    presets = {"efficientnet_lite0 (real ImageNet weights)": ("efficientnet_lite0", "DEFAULT"),
+               "toyworld (scene CNN)": ("toyworld", "default"),
+               "resnet18 (random init)": ("resnet18", "none")}
+    choices = ([f"the run's model ({run.config.get('model', '?')}, with unit labels)"]
+               if run is not None else []) + list(presets)
+    choice = st.selectbox("Model", choices, key="abl_model",
+                          help="Unit labels, concepts and probe images come from the run; the "
+                               "presets work on sample photos, uploads and labelled sets.")
+    if run is not None and choice == choices[0]:
         cfg = run.config
         model_name, weights = cfg.get("model", "resnet18"), str(cfg.get("weights", "none"))
         layer = st.session_state.get("layer") if st.session_state.get("layer") in run.layers \
@@ -127,9 +135,10 @@ def main() -> None:
         st.caption(f"Run **{run.name}** · model `{model_name}` · weights `{weights}` · "
                    f"layer `{layer}`")
     else:
-        st.info("No complete run found: pick a model here (unit labels need a run).")
-        model_name = st.selectbox("Model", ["toyworld", "efficientnet_lite0", "resnet18"], key="abl_model")
-        weights = {"toyworld": "default", "efficientnet_lite0": "DEFAULT"}.get(model_name, "none")
+        if run is None:
+            st.info("No complete run found: unit labels need a run; presets work without one.")
+        run = None
+        model_name, weights = presets[choice]
     try:
         lm = get_model(model_name, weights)
     except USER_ERRORS as e:
@@ -137,7 +146,9 @@ def main() -> None:
         st.stop()
     layers = dict(get_layers(model_name, weights))
     if run is None:
-        layer = st.selectbox("Layer", list(layers), index=len(layers) - 1, key="abl_layer")
+        names = list(layers)
+        default = "conv_head" if "conv_head" in names else names[-1]
+        layer = st.selectbox("Layer", names, index=names.index(default), key=f"abl_layer_{model_name}")
     k = layers.get(layer)
     if k is None:
         st.error(f"Layer '{layer}' has no spatial output in {model_name}.")

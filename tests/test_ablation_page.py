@@ -43,6 +43,10 @@ def _app(runs_root, monkeypatch, **state):
     return at.run()
 
 
+def _frame(at, column):
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def _selected(at):
     return list(at.session_state["abl_units_layer3"])
 
@@ -52,7 +56,7 @@ def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
     assert not at.exception
     assert _selected(at) == [1, 2, 3]
     assert any("3 of 256 units selected" in c.value for c in at.caption)
-    assert len(at.dataframe) >= 2                  # top-5 before and after on the probe image
+    assert len(_frame(at, "before")) == 5 and len(_frame(at, "after")) == 5   # on a probe image
     at.button(key="abl_invert").click().run()
     assert not at.exception and len(_selected(at)) == 253 and 1 not in _selected(at)
     at.button(key="abl_reset").click().run()
@@ -98,3 +102,20 @@ def test_control_curve_and_query_param(runs_root, monkeypatch):
     assert not at.exception
     curve = at.session_state["abl_curve"]
     assert {"n", "removed_top", "kept_top_only", "baseline"} <= set(curve.columns)
+
+
+@pytest.mark.slow
+def test_efficientnet_preset_on_a_sample_photo(runs_root, monkeypatch):
+    """A real ImageNet network, offline: removing every conv_head unit makes the cat fall."""
+    pytest.importorskip("timm")
+    at = _app(runs_root, monkeypatch)
+    at.selectbox(key="abl_model").set_value("efficientnet_lite0 (real ImageNet weights)").run()
+    assert not at.exception
+    at.radio(key="abl_src").set_value("Sample photo").run()
+    assert at.selectbox(key="abl_photo").value == "chelsea"
+    before = _frame(at, "before")
+    assert before.iloc[0, 0] in ("tiger cat", "Egyptian cat", "tabby")
+    at.button(key="abl_invert").click().run()          # select all 1280 units, zero them
+    assert not at.exception
+    after = _frame(at, "after")
+    assert after.iloc[0, 0] not in ("tiger cat", "Egyptian cat", "tabby")
