@@ -61,6 +61,13 @@ def get_means(run_path: str, layer: str):
     return means_from_run(open_run(run_path), layer)
 
 
+@st.cache_resource(show_spinner="Computing the units' means over the labelled set…")
+def get_set_means(name: str, weights: str, spec: str, layer: str, limit: int):
+    from dissect.ablation import unit_means
+    lset, _ = get_set(name, weights, spec, layer, limit)
+    return unit_means(get_model(name, weights), layer, (x for _i, x in lset.batches(32)))
+
+
 @st.cache_resource(show_spinner="Running the labelled set through the model once…")
 def get_set(name: str, weights: str, spec: str, layer: str, limit: int):
     from dissect.labelled import SetCache, open_labelled_set
@@ -237,8 +244,16 @@ def main() -> None:
     means = None
     if mode == "mean":
         means = get_means(str(run.path), layer) if run is not None else None
+        if means is None and st.session_state.get("abl_set"):
+            try:
+                means = get_set_means(model_name, weights, st.session_state["abl_set"], layer,
+                                      int(st.session_state.get("abl_limit", 200)))
+                st.caption("Unit means over the labelled set below.")
+            except USER_ERRORS as e:
+                st.error(str(e))
         if means is None:
-            st.warning("This run kept no activations (acts.npy) to take unit means from; using zero.")
+            st.warning("No unit means: the run kept no activations (acts.npy) and no labelled "
+                       "set is chosen below; using zero.")
             mode = "zero"
     iv = Intervention(layer, tuple(units), mode, float(value), means)
     st.caption(f"{len(units)} of {k} units selected · {iv.describe()}")
