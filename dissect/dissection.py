@@ -59,11 +59,14 @@ class DissectConfig:
     cache: str = "disk"               # disk (memmap, resumable) or ram
     keep_acts: bool = True            # write layers/<layer>/acts.npy (float16) for the app
     bins: int = 64
+    tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
+                                      # on small machines; 0 = leave torch's setting)
 
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
         keep = {k: v for k, v in asdict(self).items()
-                if k not in ("batch_size", "workers", "device", "keep_acts", "cache")}
+                if k not in ("batch_size", "workers", "device", "keep_acts", "cache",
+                             "tally_threads")}
         return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -358,6 +361,18 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
     bar = tqdm(total=n, initial=done, unit="img", desc="tally", disable=not progress,
                dynamic_ncols=True)
+    threads = torch.get_num_threads()
+    if cfg.tally_threads and dev.type == "cpu":
+        torch.set_num_threads(cfg.tally_threads)
+    try:
+        _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,
+                    ckpt, bar, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,
+                ckpt, bar, dev) -> None:
     last = time.monotonic()
     with torch.inference_mode():
         for batch in _batches(loader):
