@@ -39,7 +39,7 @@ def test_images_json_shape(photos, capsys):
 
 
 def test_set_json_shape_and_text(photos, capsys):
-    args = ["ablate", "--model", "resnet18", "--layer", "layer3", "--units", "0-127",
+    args = ["ablate", "--model", "resnet18", "--layer", "layer4", "--units", "0-127",
             "--set", f"folder:{photos / 'set'}"]
     assert main(args + ["--json"]) == 0
     out = _json(capsys)

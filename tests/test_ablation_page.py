@@ -17,10 +17,10 @@ def runs_root(tmp_path_factory):
     from dissect.synthetic_broden import make_synthetic_broden
     root = tmp_path_factory.mktemp("pageruns")
     make_synthetic_broden(root / "sb", n=8, image_size=48, mask_size=24, seed=2)
-    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
+    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
                  "--probe", f"broden:{root / 'sb'}", "--batch-size", "4", "--workers", "0",
                  "--quiet", "--topk", "2", "--out", str(root / "runs" / "r18")]) == 0
-    units = root / "runs" / "r18" / "layers" / "layer3" / "units.csv"
+    units = root / "runs" / "r18" / "layers" / "layer4" / "units.csv"
     df = pd.read_csv(units, keep_default_na=False)
     df.loc[TREE_UNITS, ["label", "iou"]] = ["tree", 0.3]
     df.to_csv(units, index=False)
@@ -37,7 +37,7 @@ def _app(runs_root, monkeypatch, **state):
     monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
     at = AppTest.from_file(PAGE, default_timeout=240)
     at.session_state["run"] = "r18"
-    at.session_state["layer"] = "layer3"
+    at.session_state["layer"] = "layer4"
     for k, v in state.items():
         at.session_state[k] = v
     return at.run()
@@ -48,17 +48,17 @@ def _frame(at, column):
 
 
 def _selected(at):
-    return list(at.session_state["abl_units_layer3"])
+    return list(at.session_state["abl_units_layer4"])
 
 
 def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
-    at = _app(runs_root, monkeypatch, ablate_units={"layer": "layer3", "units": [1, 2, 3]})
+    at = _app(runs_root, monkeypatch, ablate_units={"layer": "layer4", "units": [1, 2, 3]})
     assert not at.exception
     assert _selected(at) == [1, 2, 3]
-    assert any("3 of 256 units selected" in c.value for c in at.caption)
+    assert any("3 of 512 units selected" in c.value for c in at.caption)
     assert len(_frame(at, "before")) == 5 and len(_frame(at, "after")) == 5   # on a probe image
     at.button(key="abl_invert").click().run()
-    assert not at.exception and len(_selected(at)) == 253 and 1 not in _selected(at)
+    assert not at.exception and len(_selected(at)) == 509 and 1 not in _selected(at)
     at.button(key="abl_reset").click().run()
     assert not at.exception and _selected(at) == []
 
@@ -66,7 +66,8 @@ def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
 def test_units_by_concept_and_set_accuracy(runs_root, monkeypatch):
     at = _app(runs_root, monkeypatch)
     assert not at.exception
-    assert at.selectbox(key="abl_concept").value == "tree"
+    assert any(o.startswith("tree (3 units)") for o in at.selectbox(key="abl_concept").options)
+    at.selectbox(key="abl_concept").set_value("tree").run()
     at.button(key="abl_use_concept").click().run()
     assert _selected(at) == TREE_UNITS
     at.text_input(key="abl_set").set_value(f"folder:{runs_root / 'set'}").run()
@@ -93,7 +94,7 @@ def test_control_curve_and_query_param(runs_root, monkeypatch):
     monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
     at = AppTest.from_file(PAGE, default_timeout=240)
     at.session_state["run"] = "r18"
-    at.session_state["layer"] = "layer3"
+    at.session_state["layer"] = "layer4"
     at.session_state["abl_set"] = f"folder:{runs_root / 'set'}"
     at.query_params["units"] = "7,8"
     at.run()
