@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -308,21 +309,9 @@ def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: boo
             idx = batch.index.numpy()
             lo, hi = int(idx[0]), int(idx[-1]) + 1
             contiguous = hi - lo == len(idx)
-            for name, L in layers.items():
-                a = acts[name].float()
-                if L.cache.dtype == np.float16:     # statistics see what the cache holds
-                    a = a.half().float()
-                L.quant.add(a)
-                L.minmax.add(a)
-                m = a.amax(dim=(2, 3))
-                L.top.add(m, batch.index)
-                a_np, m_np = a.cpu().numpy(), m.cpu().numpy()
-                if contiguous:
-                    L.cache[lo:hi] = a_np
-                    L.imgmax[lo:hi] = m_np
-                else:
-                    L.cache[idx] = a_np
-                    L.imgmax[idx] = m_np
+            with _threads(1):            # small statistic ops: threads only add overhead
+                for name, L in layers.items():
+                    _record(L, acts[name], batch.index, idx, lo, hi, contiguous)
             done += len(idx)
             bar.update(len(idx))
             writer.progress("forward", done, n)
@@ -332,6 +321,37 @@ def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: boo
     bar.close()
     _checkpoint(ckpt, cfg, done, layers, 1)
     writer.progress("forward", done, n, force=True)
+
+
+@contextmanager
+def _threads(n: int):
+    """Temporarily use `n` torch CPU threads (0: leave as is)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _record(L: _Layer, out: torch.Tensor, index: torch.Tensor, idx: np.ndarray, lo: int,
+            hi: int, contiguous: bool) -> None:
+    """Phase-1 bookkeeping for one layer and batch: statistics and the activation cache."""
+    a = out.float()
+    if L.cache.dtype == np.float16:     # statistics see what the cache holds
+        a = a.half().float()
+    L.quant.add(a)
+    L.minmax.add(a)
+    m = a.amax(dim=(2, 3))
+    L.top.add(m, index)
+    a_np, m_np = a.cpu().numpy(), m.cpu().numpy()
+    if contiguous:
+        L.cache[lo:hi] = a_np
+        L.imgmax[lo:hi] = m_np
+    else:
+        L.cache[idx] = a_np
+        L.imgmax[idx] = m_np
 
 
 def _label_view(probe: ProbeSet) -> ProbeSet:
@@ -361,14 +381,9 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
     bar = tqdm(total=n, initial=done, unit="img", desc="tally", disable=not progress,
                dynamic_ncols=True)
-    threads = torch.get_num_threads()
-    if cfg.tally_threads and dev.type == "cpu":
-        torch.set_num_threads(cfg.tally_threads)
-    try:
+    with _threads(cfg.tally_threads if dev.type == "cpu" else 0):
         _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,
                     ckpt, bar, dev)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,

@@ -69,12 +69,15 @@ class TailQuantile(_Stat):
     def add(self, acts: torch.Tensor) -> None:
         """Add B×K×h×w activations (or B×K: one value per unit per sample)."""
         v = as_units_by_values(acts.float())
+        v = v.cpu()
         self.count += v.shape[1]
         if self.top.shape[1] >= self.capacity:      # only values above the kept floor matter
-            floor = self.top[:, -1:]
-            if not bool((v > floor).any()):
+            most = int((v > self.top[:, -1:]).sum(1).max())
+            if most == 0:
                 return
-        self._keep(torch.cat([self.top, v.cpu()], dim=1))
+            if most < v.shape[1]:                   # each unit's candidates are its top `most`
+                v = torch.topk(v, most, dim=1, sorted=False).values
+        self._keep(torch.cat([self.top, v], dim=1))
 
     def merge(self, other: "TailQuantile") -> None:
         if (other.q, other.total) != (self.q, self.total):
