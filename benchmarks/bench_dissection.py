@@ -97,7 +97,8 @@ def main() -> None:
     print(f"bench_dissection: resnet18 layer4 (random init), {args.images} images 224 px, "
           f"masks 112 px, batch {args.batch_size}, workers {args.workers}, "
           f"torch threads {torch.get_num_threads()}", flush=True)
-    baseline(lm, BrodenProbe(DATA, limit=args.batch_size), args.batch_size, 0)   # warm-up
+    if args.repeats:
+        baseline(lm, BrodenProbe(DATA, limit=args.batch_size), args.batch_size, 0)  # warm-up
     base, full, base_cpu, full_cpu = [], [], [], []
     for r in range(args.repeats):
         w, c = baseline(lm, probe, args.batch_size, args.workers)
@@ -106,10 +107,11 @@ def main() -> None:
         full.append(w); full_cpu.append(c)
         print(f"  repeat {r + 1}: forward-only {base[-1]:.1f}s, dissection {full[-1]:.1f}s "
               f"(phases {timings})", flush=True)
-    ratio = statistics.median(full) / statistics.median(base)
-    cpu_ratio = statistics.median(full_cpu) / statistics.median(base_cpu)
-    print(f"dissection / forward-only wall time: {ratio:.2f}  (goal ≤ 1.3)")
-    print(f"dissection / forward-only CPU time:  {cpu_ratio:.2f}  (less sensitive to other load)")
+    if args.repeats:
+        ratio = statistics.median(full) / statistics.median(base)
+        cpu_ratio = statistics.median(full_cpu) / statistics.median(base_cpu)
+        print(f"dissection / forward-only wall time: {ratio:.2f}  (goal ≤ 1.3)")
+        print(f"dissection / forward-only CPU time:  {cpu_ratio:.2f}  (less sensitive to load)")
 
     counts = [int(v) for v in args.rss.split(",") if v]
     if counts:
