@@ -83,3 +83,39 @@ def test_iou_tally_shards_merge_exactly():
         np.testing.assert_array_equal(a.iou(cc.numpy(), den), whole.iou(cc.numpy(), den))
     with pytest.raises(ValueError, match="unknown denominator"):
         whole.iou(cc.numpy(), "other")
+
+
+def dense_tally(acts, th, labels, cc, n_cat):
+    """Every pair upsampled in full with F.interpolate: the direct computation."""
+    import torch.nn.functional as F
+    b, k = acts.shape[:2]
+    H, W = labels.cols.shape[-2:]
+    C = len(cc)
+    up = F.interpolate(acts, size=(H, W), mode="bilinear", align_corners=False)
+    act = up > th[None, :, None, None]                                  # B×K×H×W
+    inter = torch.zeros(k, C, dtype=torch.int64)
+    for i in range(b):
+        for p in range(labels.cols.shape[1]):
+            onehot = torch.nn.functional.one_hot(labels.cols[i, p].long() + 1, C + 1)[..., 1:]
+            inter += torch.einsum("khw,hwc->kc", act[i].long(), onehot)
+        for s in labels.scalars[i]:
+            if s >= 0:
+                inter[:, s] += act[i].sum((1, 2))
+    return inter, act.sum((0, 2, 3))
+
+
+@pytest.mark.parametrize("h,size", [(7, 112), (7, 50), (14, 56), (13, 40)])
+def test_cell_tally_equals_full_upsample(h, size):
+    g = torch.Generator().manual_seed(h * size)
+    acts = torch.randn(6, 9, h, h, generator=g).relu()
+    th = torch.quantile(acts.transpose(0, 1).reshape(9, -1), 0.97, dim=1)
+    cols = torch.randint(-1, 6, (6, 2, size // 4, size // 4), generator=g)
+    cols = torch.nn.functional.interpolate(cols[:, :, None].float().flatten(1, 2), size=(size, size),
+                                           mode="nearest").long().view(6, 2, size, size)
+    labels = BatchLabels(cols.int(), torch.randint(6, 8, (6, 1), generator=g))
+    cc = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    inc = tally_batch(acts, th, labels, cc, 4)
+    inter, act = dense_tally(acts, th, labels, cc, 4)
+    assert act.sum() > 0
+    assert torch.equal(inc["act"], act)
+    assert torch.equal(inc["inter"], inter)
