@@ -123,7 +123,18 @@ def pick_run():
     return run
 
 
+def app_context() -> None:
+    """Let the app's shared sidebar know this page ran (and draw it when the app did not)."""
+    try:
+        from pages import common
+    except ImportError:          # the page also works on its own
+        return
+    common.context()
+
+
 def main() -> None:
+    units_param = st.query_params.get("units")      # read before the sidebar rewrites the URL
+    app_context()
     st.title("Ablation lab")
     run = pick_run()
     presets = {"efficientnet_lite0 (real ImageNet weights)": ("efficientnet_lite0", "DEFAULT"),
@@ -165,10 +176,10 @@ def main() -> None:
     # ---- selection (from the unit browser, concept, importance, by hand) ---------------------
     sel_key = f"abl_units_{layer}"
     handoff = st.session_state.pop("ablate_units", None)
-    if handoff is None and st.query_params.get("units"):       # ?units=3,17 (a shared link)
+    if handoff is None and units_param:                     # ?units=3,17 (a shared link)
         try:
             from dissect.ablation import parse_units
-            handoff = {"layer": layer, "units": parse_units(st.query_params.get("units"))}
+            handoff = {"layer": layer, "units": parse_units(units_param)}
         except AblationError as e:
             st.warning(f"Ignoring the link's units: {e}")
         st.query_params.pop("units", None)
@@ -274,8 +285,7 @@ def main() -> None:
             c2.dataframe(pd.DataFrame(result.before, columns=["before", "p"]), hide_index=True)
             c3.dataframe(pd.DataFrame(result.after, columns=["after", "p"]), hide_index=True)
             if result.changes:
-                ch = pd.DataFrame(result.changes).head(15)
-                st.bar_chart(ch.set_index("class")["delta"], horizontal=True)
+                show_changes(pd.DataFrame(result.changes))
             else:
                 st.caption("No class moved.")
 
@@ -302,6 +312,21 @@ def main() -> None:
         st.caption("Changed most: " + ", ".join(f"{r['class']} {r['delta']:+.1%}"
                                                  for _i, r in most.iterrows()))
     export(iv, units_df, result, set_result, run, model_name, weights)
+
+
+def show_changes(ch: pd.DataFrame, n: int = 15) -> None:
+    """Horizontal bars: the classes whose probability moved most, largest move on top."""
+    import plotly.graph_objects as go
+    ch = ch.head(n).iloc[::-1]
+    fig = go.Figure(go.Bar(x=ch["delta"], y=ch["class"], orientation="h",
+                           marker_color=["#d62728" if d < 0 else "#2ca02c" for d in ch["delta"]],
+                           customdata=ch[["before", "after"]],
+                           hovertemplate="%{y}: %{customdata[0]:.3f} → %{customdata[1]:.3f}"
+                                         "<extra></extra>"))
+    fig.update_layout(title=f"Probability change ({len(ch)} classes that moved most)",
+                      xaxis_title="after − before", height=120 + 22 * len(ch),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, key="abl_changes")
 
 
 def _set_units(key: str, units: list[int]) -> None:
