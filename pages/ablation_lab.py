@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,12 @@ from dissect.models import list_layers, load_model
 
 torch.set_grad_enabled(False)
 MAX_UPLOAD = 25 * 2 ** 20
+
+
+@st.cache_resource
+def model_lock() -> threading.RLock:
+    """Hooks and replays edit the shared model object: one page run at a time uses it."""
+    return threading.RLock()
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -405,4 +412,5 @@ def export(iv, units_df, result, set_result, run, model_name, weights) -> None:
                            mime="text/csv", key="abl_dl_classes")
 
 
-main()
+with model_lock():
+    main()
