@@ -262,3 +262,19 @@ def test_toyworld_scene_set(tmp_path, monkeypatch):
     assert imp.fast and imp.balanced_drop.shape == (len(imp.classes), k)
     with pytest.raises(AblationError, match="toyworld:N"):
         open_labelled_set("toyworld:many", lm)
+
+
+def test_replay_restores_the_model_after_an_exception():
+    lm = load_model("resnet18", "none")
+    x = torch.randn(1, 3, 64, 64)
+    rp = Replay(lm.model, ["layer3"])
+    before = rp.record(x)
+    with pytest.raises(AblationError, match="out of range"):
+        with ablate(lm.model, [Intervention("layer3", (999,))]):
+            rp.run()
+    assert all("forward" not in m.__dict__ for m in lm.model.modules())
+    assert all(len(m._forward_hooks) == 0 and len(m._forward_pre_hooks) == 0
+               for m in lm.model.modules())
+    with torch.no_grad():
+        assert torch.allclose(lm.model(x), before, atol=1e-6)
+    assert torch.allclose(rp.run(), before, atol=1e-6)     # the cache survived too
