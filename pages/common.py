@@ -21,7 +21,8 @@ from dissect.errors import RunError
 from dissect.render import category_color
 from dissect.runs import read_info
 
-PAGES = {   # key -> (file, title, icon, url path = file stem, so legacy mode resolves it too)
+PAGES = {   # key -> (file, title, icon, url path = file stem, so legacy mode resolves it too;
+            # the overview is the default page and lives at the root URL)
     "overview": ("pages/overview.py", "Layer overview", ":material/dashboard:", "overview"),
     "browser": ("pages/unit_browser.py", "Unit browser", ":material/grid_view:", "unit_browser"),
     "unit": ("pages/unit_detail.py", "Unit detail", ":material/center_focus_strong:", "unit_detail"),
@@ -73,9 +74,6 @@ def _use_navigation() -> bool:
     legacy = bool(PagesManager.uses_pages_directory)
     PagesManager.uses_pages_directory = False
     return legacy
-
-
-_use_navigation()
 
 
 def runs_root() -> Path:
@@ -279,17 +277,23 @@ def context() -> Ctx:
     deep link) installs the real menu and draws the sidebar itself.
     """
     ctx = st.session_state.pop("_ctx", None)
-    if ctx is None:          # legacy mode: install our menu, then rerun this page through it
-        _use_navigation()
-        pages = _pages()
+    if ctx is None:          # run without app.py: install our menu (legacy: rerun through it)
+        legacy = _use_navigation()
         navigation()
-        here = _calling_page()
-        if here in pages and not st.session_state.get("_legacy_switch"):
-            st.session_state["_legacy_switch"] = True
-            st.switch_page(pages[here], query_params=st.query_params.to_dict())
+        if legacy and _served() and not st.session_state.get("_legacy_switched"):
+            pages, here = _pages(), _calling_page()
+            if here in pages:
+                st.session_state["_legacy_switched"] = True
+                st.switch_page(pages[here], query_params=st.query_params.to_dict())
         ctx = sidebar()
-    st.session_state.pop("_legacy_switch", None)
     return ctx
+
+
+def _served() -> bool:
+    """False under streamlit.testing's AppTest, which runs switched-to pages directly and loses
+    widget events when a page reroutes itself; True under a real server."""
+    import sys
+    return "streamlit.testing.v1.app_test" not in sys.modules
 
 
 def _calling_page() -> str:

@@ -51,7 +51,7 @@ def legend(ids: list[int], names: dict[int, str], counts: dict[int, int] | None 
 
 row = images.iloc[idx]
 st.title(f"Image {idx}")
-n1, n2, n3, n4 = st.columns([1, 1, 2, 6], vertical_alignment="bottom")
+n1, n2, n3, n4 = st.columns([1.3, 1.3, 2, 5.4], vertical_alignment="center")
 n1.button("◀ Previous", key="prev_img", on_click=_step, args=(-1,), width="stretch")
 n2.button("Next ▶", key="next_img", on_click=_step, args=(1,), width="stretch")
 st.session_state["image_jump"] = idx

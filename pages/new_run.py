@@ -130,17 +130,27 @@ cmd = jobs.run_command(model=model or "?", weights=weights or "none", layers=lay
 st.code(" ".join(["python"] + cmd[1:]) if cmd else "", language="bash")
 if problems:
     st.caption("To start: " + "; ".join(problems) + ".")
-if st.button("Start dissection", type="primary", icon=":material/play_arrow:",
-             disabled=bool(problems), key="nr_start"):
+
+
+def _start() -> None:
+    """Start the run (button callback: runs once per click, before the page reruns)."""
     try:
         pid = jobs.start(out, cmd, cwd=ROOT)
-        st.session_state.setdefault("nr_watched", []).append(name)
-        st.success(f"Started '{name}' (pid {pid}).")
+        st.session_state["nr_msg"] = ("success", f"Started '{name}' (pid {pid}).")
     except jobs.AlreadyRunning as e:
-        st.warning(f"{e}; watching it below instead of starting it twice.")
-        st.session_state.setdefault("nr_watched", []).append(name)
+        st.session_state["nr_msg"] = ("warning", f"{e}; watching it below instead of starting "
+                                                 "it twice.")
     except OSError as e:
-        st.error(f"Could not start the run: {e}")
+        st.session_state["nr_msg"] = ("error", f"Could not start the run: {e}")
+        return
+    st.session_state.setdefault("nr_watched", []).append(name)
+
+
+st.button("Start dissection", type="primary", icon=":material/play_arrow:",
+          disabled=bool(problems), key="nr_start", on_click=_start)
+if "nr_msg" in st.session_state:
+    kind_, text_ = st.session_state.pop("nr_msg")
+    getattr(st, kind_)(text_)
 
 st.divider()
 st.subheader("Runs in progress")

@@ -39,7 +39,7 @@ def _jump() -> None:
 
 
 st.title(f"Unit {unit} · {row['label'] or '—'}")
-nav1, nav2, nav3, nav4 = st.columns([1, 1, 2, 6], vertical_alignment="bottom")
+nav1, nav2, nav3, nav4 = st.columns([1.3, 1.3, 2, 5.4], vertical_alignment="center")
 nav1.button("◀ Previous", key="prev_unit", on_click=_step, args=(-1,), width="stretch")
 nav2.button("Next ▶", key="next_unit", on_click=_step, args=(1,), width="stretch")
 st.session_state["unit_jump"] = unit
@@ -62,10 +62,10 @@ if extra:
 
 indices, values = arrays["topk_indices"][unit], arrays["topk_values"][unit]
 k = len(indices)
-top_l, top_r = st.columns([4, 1], vertical_alignment="bottom")
+top_l, top_r = st.columns([3, 2], vertical_alignment="bottom")
 top_l.subheader(f"Top {k} images")
 concept_id = int(row["concept"]) if "concept" in row and pd.notna(row.get("concept")) else None
-show_seg = top_r.toggle("Show the concept's segmentation", key="show_seg",
+show_seg = top_r.toggle(f"Show where '{row['label']}' is", key="show_seg",
                         disabled=concept_id is None,
                         help=f"Pixels labelled '{row['label']}' in the probe set, beside each image")
 per_row = COLS if not show_seg else 3
@@ -74,8 +74,9 @@ for start in range(0, k, per_row):
     for j, rank in enumerate(range(start, min(k, start + per_row))):
         i = int(indices[rank])
         col = cols[j if not show_seg else 2 * j]
+        quiet = "" if values[rank] > row["threshold"] else " · below T_k"
         col.image(unit_overlay(ctx.path, ctx.stamp, ctx.layer, unit, rank), width="stretch",
-                  caption=f"#{rank + 1} · image {i} · max {values[rank]:.3g}")
+                  caption=f"#{rank + 1} · image {i} · max {values[rank]:.3g}{quiet}")
         if show_seg and concept_id is not None:
             cols[2 * j + 1].image(concept_overlay(ctx.path, ctx.stamp, i, concept_id,
                                                   str(row["category"])), width="stretch",

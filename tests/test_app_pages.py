@@ -209,3 +209,45 @@ def test_job_lock_prevents_double_start_and_cancel_kills(tmp_path):
     cmd = jobs.run_command(model="resnet18", weights="none", layers=["layer3", "layer4"],
                            probe="toyworld:50", out=tmp_path / "o", quantile=0.01)
     assert cmd[1:4] == ["-m", "dissect", "run"] and "layer3,layer4" in cmd
+
+
+def test_unit_detail_renders_under_a_second_after_first_visit():
+    at = app("pages/unit_detail.py", run="r18", layer="layer4", unit=3)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        at.button(key="next_unit").click().run()     # a unit not seen before: new overlays
+        times.append(time.perf_counter() - t)
+        assert not at.exception
+    assert sorted(times)[1] < 1.0, times
+
+
+@pytest.mark.slow
+def test_new_run_page_starts_a_real_dissection(root, engine_run):
+    probe = json.loads((engine_run / "run.json").read_text())["config"]["probe"]
+    at = app("pages/new_run.py")
+    at.selectbox(key="nr_model").set_value("resnet18").run()
+    at.text_input(key="nr_layers_text_resnet18").set_value("layer4").run()
+    at.radio(key="nr_kind").set_value("broden").run()
+    at.text_input(key="nr_dir_broden").set_value(probe.split(":", 1)[1]).run()
+    at.number_input(key="nr_bs").set_value(20).run()
+    at.text_input(key="nr_name").set_value("fromapp").run()
+    assert not at.button(key="nr_start").disabled, texts(at)
+    at.button(key="nr_start").click().run()
+    assert "Started 'fromapp'" in " ".join(s.value for s in at.success)
+    run_dir = root / "fromapp"
+    lock = jobs.read_lock(run_dir)
+    assert lock and isinstance(lock["pid"], int)
+    with pytest.raises(jobs.AlreadyRunning):      # another session pressing Start
+        if jobs.running_pid(run_dir) is None:
+            raise jobs.AlreadyRunning("finished already")
+        jobs.start(run_dir, lock["cmd"])
+    deadline = time.monotonic() + 240
+    while jobs.running_pid(run_dir) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete", jobs.log_tail(run_dir)
+    at.run()
+    assert "complete" in texts(at) or at.success
+    picker = app(run="fromapp")
+    assert picker.title[0].value == "fromapp · layer4"

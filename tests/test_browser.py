@@ -116,10 +116,12 @@ def test_unit_browser_click_opens_unit_with_label_and_images(server, engine_run)
             other.goto(page.url)
             expect(other.get_by_role("heading", name=re.compile(rf"^Unit {unit} · "))
                    ).to_be_visible(timeout=60_000)
-            other.goto(f"{server}/overview?run=r18&layer=layer3")
+            other.goto(f"{server}/?run=r18&layer=layer3")      # the overview is the root page
             expect(other.get_by_role("heading", name="r18 · layer3")).to_be_visible(
                 timeout=60_000)
-            other.wait_for_timeout(1500)
+            other.wait_for_function("() => document.querySelectorAll('.main-svg').length >= 2",
+                                    timeout=60_000)
+            other.wait_for_timeout(1000)
             other.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
         finally:
             browser.close()
