@@ -1,9 +1,7 @@
 """Model loading: torchvision names, offline enum weights, checkpoints, user factories, presets."""
-import os
 
 import pytest
 import torch
-from torch import nn
 
 from dissect.models import ModelError, layer_info, list_layers, load_model, read_class_names
 
