@@ -105,3 +105,37 @@ def test_other_run_in_out_folder(good, tmp_path, capsys):
     assert "--overwrite" in one_line(capsys)
     assert run_cli(good, tmp_path / "run", "--limit", "5", "--overwrite") == 0
     assert open_run(tmp_path / "run").info["counts"]["images"] == 5
+
+
+@pytest.mark.slow
+def test_sigterm_marks_cancelled_and_resumes(tmp_path):
+    """A SIGTERM mid-run ends with status 'cancelled' (exit 130); the same command resumes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    make_synthetic_broden(tmp_path / "b", n=40, image_size=64, mask_size=32, seed=5)
+    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--layer", "layer3",
+           "--probe", f"broden:{tmp_path / 'b'}", "--batch-size", "1", "--workers", "0",
+           "--quiet", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            info = json.loads((tmp_path / "run" / "run.json").read_text())
+            if info["progress"]["done"] > 0:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert proc.returncode == 130 and "interrupted" in err
+    assert open_run(tmp_path / "run").status == "cancelled"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert open_run(tmp_path / "run").status == "complete"
