@@ -337,27 +337,49 @@ def need_run(complete: bool = True) -> Ctx:
 
 
 def run_status_page(ctx: Ctx) -> None:
-    """Status, progress and error of an incomplete run."""
-    from pages.data import get_run
+    """Status, progress and error of an incomplete run (a running one refreshes itself)."""
     e = ctx.entry
-    info = get_run(ctx.path, ctx.stamp).info
     st.title(f"Run '{e.name}' is {e.status}")
-    prog = info.get("progress") or {}
     if e.status == "running":
-        total = max(1, int(prog.get("total") or 1))
-        st.progress(min(1.0, int(prog.get("done") or 0) / total),
-                    text=f"{prog.get('phase', '?')}: {prog.get('done', 0)} / {prog.get('total', '?')}")
-        st.caption("Watch and cancel it on the New run page; it appears here when complete.")
+        _live_progress(str(e.path))
+        st.caption("This page follows the run and opens it when it completes. Cancel it on "
+                   "the New run page.")
         page_link("new", label="Watch it on the New run page")
-    elif e.status == "failed":
+        return
+    info = read_info(e.path)
+    if e.status == "failed":
         st.error(info.get("error") or "the run failed without a message")
     else:
         st.warning(info.get("error") or f"status: {e.status}")
-    if e.status != "running":
-        st.caption("Run the same `python -m dissect run ... --out` command again to resume it, "
-                   "or start it again from the New run page.")
+    st.caption("Run the same `python -m dissect run ... --out` command again to resume it, "
+               "or start it again from the New run page.")
     with st.expander("run.json"):
         st.json(info)
+
+
+@st.fragment(run_every=2.0)
+def _live_progress(path: str) -> None:
+    try:
+        info = read_info(path)
+    except RunError as err:
+        st.error(str(err))
+        return
+    if info.get("status") != "running":
+        list_entries.clear()
+        st.rerun(scope="app")
+    prog = info.get("progress") or {}
+    total = max(1, int(prog.get("total") or 1))
+    st.progress(min(1.0, int(prog.get("done") or 0) / total),
+                text=f"{prog.get('phase', '?')}: {prog.get('done', 0)} / {prog.get('total', '?')}")
+    try:
+        import datetime as dt
+        age = (dt.datetime.now(dt.timezone.utc) -
+               dt.datetime.fromisoformat(str(info.get("updated")))).total_seconds()
+    except (TypeError, ValueError):
+        age = 0
+    if age > 120:
+        st.warning(f"No progress written for {age / 60:.0f} minutes: the process may have "
+                   "stopped. Run the same `python -m dissect run ... --out` command to resume.")
 
 
 def page_link(key: str, label: str | None = None, **params: object) -> None:

@@ -17,6 +17,9 @@ from pages import common, jobs
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["toyworld", "resnet18", "resnet50", "alexnet", "vgg16", "efficientnet_lite0",
           "densenet161", "other…"]
+DEFAULT_LAYERS = {"toyworld": "conv5,conv6", "resnet18": "layer3,layer4", "resnet50": "layer4",
+                  "alexnet": "features.10", "vgg16": "features.28",
+                  "efficientnet_lite0": "conv_head", "densenet161": "features"}
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 common.context()
@@ -67,7 +70,7 @@ with c1:
                                 format_func=lambda n: f"{n}  {shapes.get(n)}")
     else:
         text = st.text_input("Layers (comma separated)",
-                             "layer3,layer4" if model.startswith("resnet") else "",
+                             DEFAULT_LAYERS.get(model, ""),
                              key=f"nr_layers_text_{model}",
                              help="Module names as named_modules gives them, e.g. layer4, "
                                   "features.11; or switch on 'List the model's layers'")
@@ -127,7 +130,7 @@ cmd = jobs.run_command(model=model or "?", weights=weights or "none", layers=lay
                        probe=probe, segmenter=segmenter, quantile=quantile,
                        batch_size=int(batch), device=device,
                        out=out or root / (name or "run")) if model else []
-st.code(" ".join(["python"] + cmd[1:]) if cmd else "", language="bash")
+st.code(" ".join(["python"] + cmd[1:]) if cmd else "", language="bash", wrap_lines=True)
 if problems:
     st.caption("To start: " + "; ".join(problems) + ".")
 

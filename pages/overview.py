@@ -20,11 +20,13 @@ if n == 0:
     st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
             "the charts below still show every unit's best match.")
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Interpretable units", f"{n} / {m}", f"{100 * n / max(1, m):.0f}%", delta_color="off")
+c1.metric(f"Interpretable units ({100 * n / max(1, m):.0f}%)", f"{n} / {m}")
 c2.metric("Distinct concepts", k)
 c3.metric("Median IoU (interpretable)", f"{interp['iou'].median():.3f}" if n else "—")
-c4.metric("Best unit", f"{units['iou'].max():.3f}" if m else "—",
-          units.loc[units['iou'].idxmax(), 'label'] if m else None, delta_color="off")
+if m:
+    best_row = units.loc[units["iou"].idxmax()]
+    c4.metric(f"Best unit: {int(best_row['unit'])} · {best_row['label']}",
+              f"{best_row['iou']:.3f}")
 
 cats = sorted(units["category"].unique())
 colors = {c: category_color(c) for c in cats}
