@@ -407,7 +407,10 @@ def go(key: str, **params: object) -> None:
 def badge(category: str) -> str:
     """HTML badge of a category in its colour."""
     c = category_color(category)
-    return (f"<span style='background:{c}22;color:{c};border:1px solid {c}88;border-radius:8px;"
+    r, g, b = (int(c[i:i + 2], 16) for i in (1, 3, 5))
+    text = f"#{int(r * .6):02x}{int(g * .6):02x}{int(b * .6):02x}"    # darker, readable
+    return (f"<span style='background:{c}33;color:{text};border:1px solid {c}aa;"
+            f"border-radius:8px;"
             f"padding:0 6px;font-size:0.8em;font-weight:600'>{html.escape(category)}</span>")
 
 

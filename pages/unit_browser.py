@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -61,10 +62,16 @@ tab_cards, tab_table = st.tabs([f"Cards ({len(view)})", "Table"])
 with tab_table:
     shown = [c for c in ["unit", "label", "category", "iou", "threshold", "interpretable"]
              if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
+    table = view[shown].copy()
+    q = {"run": ctx.entry.name, "layer": ctx.layer}
+    table.insert(1, "link", [f"unit_detail?{urlencode({**q, 'unit': int(u)})}"
+                             for u in table["unit"]])
     sel = st.dataframe(
-        view[shown], hide_index=True, key="browser_table", on_select="rerun",
+        table, hide_index=True, key="browser_table", on_select="rerun",
         selection_mode="multi-row", height=420,
-        column_config={"iou": st.column_config.NumberColumn("IoU", format="%.4f"),
+        column_config={"link": st.column_config.LinkColumn("share", display_text="open ↗",
+                                                           help="The unit's shareable link"),
+                       "iou": st.column_config.NumberColumn("IoU", format="%.4f"),
                        "threshold": st.column_config.NumberColumn("T_k", format="%.4g")})
     rows = list(sel.selection.rows) if sel is not None and hasattr(sel, "selection") else []
     chosen = [int(view.iloc[r]["unit"]) for r in rows]
@@ -91,7 +98,9 @@ with tab_cards:
         pages = (len(view) + PER_PAGE - 1) // PER_PAGE
         page = 1
         if pages > 1:
-            page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="browser_page")
+            pc, _ = st.columns([1, 4])
+            page = pc.number_input(f"Page (of {pages}, {PER_PAGE} units each)", 1, pages, 1,
+                                   key="browser_page")
         chunk = view.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
         for start in range(0, len(chunk), COLS):
             cols = st.columns(COLS)
