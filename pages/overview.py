@@ -1,6 +1,7 @@
 """Layer overview: how many units are interpretable, for which concepts, across layers."""
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -36,7 +37,8 @@ with left:
     per = interp.groupby("category").size().reindex(cats, fill_value=0).reset_index(name="units")
     fig = px.bar(per, x="category", y="units", color="category", color_discrete_map=colors,
                  text="units")
-    fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=10, b=10),
+                      yaxis_rangemode="tozero")
     st.plotly_chart(fig, key="per_category")
 with right:
     st.subheader("Best IoU of every unit")
@@ -79,7 +81,14 @@ with right:
     st.subheader("Layers of this run")
     summary = layer_summary(ctx.path, ctx.stamp)
     if summary.empty:
-        st.caption("No interpretable units in any layer.")
+        every = pd.concat([units_table(ctx.path, l, ctx.stamp).assign(layer=l)
+                           for l in ctx.layers])
+        fig = px.box(every, x="layer", y="iou", points=False,
+                     category_orders={"layer": ctx.layers})
+        fig.add_hline(y=t, line_dash="dash", line_color="#888")
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="best IoU")
+        st.plotly_chart(fig, key="layers_cmp")
+        st.caption("No interpretable units in any layer: best IoU of every unit, per layer.")
     else:
         fig = px.bar(summary, x="layer", y="units", color="category", color_discrete_map=colors
                      | {c: category_color(c) for c in summary.category.unique()},
