@@ -66,7 +66,10 @@ with c1:
         layer_opts = [i["name"] for i in infos if i.get("spatial")]
         shapes = {i["name"]: i.get("shape") for i in infos}
     if layer_opts:
-        layers = st.multiselect("Layers", layer_opts, default=layer_opts[-1:], key="nr_layers",
+        big = [n for n in layer_opts if (shapes.get(n) or [0, 1, 1])[-1] > 1]
+        pref = [n for n in DEFAULT_LAYERS.get(model, "").split(",") if n in layer_opts]
+        layers = st.multiselect("Layers", layer_opts, default=pref or big[-1:] or layer_opts[-1:],
+                                key="nr_layers",
                                 format_func=lambda n: f"{n}  {shapes.get(n)}")
     else:
         text = st.text_input("Layers (comma separated)",

@@ -251,3 +251,13 @@ def test_new_run_page_starts_a_real_dissection(root, engine_run):
     assert "complete" in texts(at) or at.success
     picker = app(run="fromapp")
     assert picker.title[0].value == "fromapp · layer4"
+
+
+def test_new_run_lists_the_models_layers():
+    at = app("pages/new_run.py")
+    at.selectbox(key="nr_model").set_value("resnet18").run()
+    at.toggle(key="nr_list").set_value(True).run(timeout=200)
+    assert not at.exception and not at.error
+    layers = at.multiselect(key="nr_layers")
+    assert layers.value == ["layer3", "layer4"]
+    assert any(o.startswith("layer4.1.conv2") for o in layers.options)
