@@ -68,6 +68,10 @@ concept_id = int(row["concept"]) if "concept" in row and pd.notna(row.get("conce
 show_seg = top_r.toggle(f"Show where '{row['label']}' is", key="show_seg",
                         disabled=concept_id is None,
                         help=f"Pixels labelled '{row['label']}' in the probe set, beside each image")
+st.caption("Where the unit's map, upsampled to the image, exceeds T_k the pixels keep their "
+           "colour (white outline); the rest is dimmed ×0.2." +
+           (" Beside each: the pixels the probe labels with the unit's concept." if show_seg
+            else ""))
 per_row = COLS if not show_seg else 3
 for start in range(0, k, per_row):
     cols = st.columns(per_row if not show_seg else per_row * 2)
@@ -76,11 +80,12 @@ for start in range(0, k, per_row):
         col = cols[j if not show_seg else 2 * j]
         quiet = "" if values[rank] > row["threshold"] else " · below T_k"
         col.image(unit_overlay(ctx.path, ctx.stamp, ctx.layer, unit, rank), width="stretch",
-                  caption=f"#{rank + 1} · image {i} · max {values[rank]:.3g}{quiet}")
+                  caption=(f"#{rank + 1} · image {i}" if show_seg else
+                           f"#{rank + 1} · image {i} · max {values[rank]:.3g}") + quiet)
         if show_seg and concept_id is not None:
             cols[2 * j + 1].image(concept_overlay(ctx.path, ctx.stamp, i, concept_id,
                                                   str(row["category"])), width="stretch",
-                                  caption=f"'{row['label']}' in image {i}")
+                                  caption=f"'{row['label']}' in {i}")
 
 left, right = st.columns(2)
 with left:
