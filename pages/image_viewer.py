@@ -59,6 +59,20 @@ n3.number_input("Image", 0, n_img - 1, key="image_jump", on_change=_jump,
                 label_visibility="collapsed")
 n4.caption(f"`{row['path']}` · split {row.get('split', '?')} · layer `{ctx.layer}`")
 
+with st.expander("Pick another image"):
+    per = 24
+    start = (idx // per) * per
+    g1, _ = st.columns([1, 4])
+    start = per * (g1.number_input(f"Page (of {(n_img + per - 1) // per})", 1,
+                                   (n_img + per - 1) // per, start // per + 1,
+                                   key=f"img_page_{idx}") - 1)
+    grid = st.columns(8)
+    for j, i in enumerate(range(start, min(n_img, start + per))):
+        with grid[j % 8]:
+            st.image(plain_image(ctx.path, ctx.stamp, i), width="stretch")
+            st.button(f"{'▶ ' if i == idx else ''}{i}", key=f"pick_{i}", width="stretch",
+                      on_click=common.set_state, kwargs={"image": i})
+
 r = renderer(ctx.path, ctx.stamp)
 concepts = concepts_table(ctx.path, ctx.stamp)
 names = dict(zip(concepts["concept"].astype(int), concepts["name"].astype(str)))

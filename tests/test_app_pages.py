@@ -261,3 +261,9 @@ def test_new_run_lists_the_models_layers():
     layers = at.multiselect(key="nr_layers")
     assert layers.value == ["layer3", "layer4"]
     assert any(o.startswith("layer4.1.conv2") for o in layers.options)
+
+
+def test_image_viewer_gallery_picks_an_image():
+    at = app("pages/image_viewer.py", run="r18", layer="layer4", image=0)
+    at.button(key="pick_7").click().run()
+    assert at.title[0].value == "Image 7" and at.query_params["image"] == "7"
