@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from dissect.errors import LayerError, RunError
 from dissect.hooks import capture, get_layer, stopped_forward
 from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
-from dissect.runs import RunWriter, read_info
+from dissect.runs import RunWriter, read_info, reserve
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.tally import BatchLabels, tally_batch
 
@@ -116,6 +116,9 @@ class _Layer:
             mode = "r+" if f.exists() and g.exists() else "w+"
             self.cache = np.lib.format.open_memmap(f, mode=mode, dtype=dtype, shape=(n, k, h, w))
             self.imgmax = np.lib.format.open_memmap(g, mode=mode, dtype=np.float32, shape=(n, k))
+            if mode == "w+":
+                reserve(f)
+                reserve(g)
         self.quant = TailQuantile(k, cfg.quantile, n * h * w)
         self.minmax = MinMax(k)
         self.top = TopK(k, cfg.topk)

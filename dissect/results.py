@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dissect.runs import reserve
+
 
 def label_units(iou: np.ndarray, concepts: pd.DataFrame, categories: list[str],
                 concept_cat: np.ndarray, act_cat: np.ndarray, truth: np.ndarray,
@@ -61,6 +63,7 @@ def _write_acts_f16(path, cache: np.ndarray, chunk: int = 256) -> None:
     os.close(fd)
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=cache.shape)
+        reserve(tmp)
         for i in range(0, cache.shape[0], chunk):
             mm[i:i + chunk] = cache[i:i + chunk]
         mm.flush()

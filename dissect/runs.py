@@ -15,6 +15,7 @@ is on disk. Layout and schema: ../shared/DESIGN.md, "The run folder".
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import io
 import json
 import os
@@ -44,13 +45,27 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
+
+
+def reserve(path: str | os.PathLike) -> None:
+    """Allocate a (memory-mapped) file's blocks now, so a full disk raises ENOSPC here rather
+    than killing the process with SIGBUS on a later write through the map."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            # filesystems without fallocate: carry on
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -98,6 +98,19 @@ def test_full_disk(good, tmp_path, capsys, monkeypatch):
     assert run.status == "failed" and "No space left" in run.info["error"]
 
 
+def test_full_disk_for_the_activation_cache(good, tmp_path, capsys, monkeypatch):
+    """The memmapped cache is allocated up front: a full disk is an error, not a SIGBUS."""
+    import os
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    assert run_cli(good, tmp_path / "run") == 3
+    msg = one_line(capsys)
+    assert "disk is full" in msg and "layer3.acts.npy" in msg
+    assert open_run(tmp_path / "run").status == "failed"
+
+
 def test_other_run_in_out_folder(good, tmp_path, capsys):
     assert run_cli(good, tmp_path / "run", "--limit", "4") == 0
     capsys.readouterr()
