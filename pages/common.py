@@ -158,6 +158,13 @@ def sidebar() -> Ctx:
             st.session_state["bad_param"] = f"no run named '{want}' under {root}"
         name = names[0] if names else None
     entry = next((e for e in entries if e.name == name), None)
+    if entry is not None and entry.status != "unreadable":    # the listing may be 2 s old
+        try:
+            info = read_info(entry.path)
+            entry = RunEntry(entry.name, entry.path, str(info.get("status", "unknown")),
+                             info.get("error"), str(info.get("updated") or ""))
+        except RunError as err:
+            entry = RunEntry(entry.name, entry.path, "unreadable", str(err), "")
     with st.sidebar:
         if not entries:
             st.caption(f"No runs under `{root}`")
