@@ -267,6 +267,14 @@ def need_run(complete: bool = True) -> Ctx:
         st.title(f"Run '{e.name}' has no layers")
         st.error("Its run.json lists no layer with data; rerun the dissection.")
         st.stop()
+    missing = [f for f in ("concepts.csv", "images.csv", f"layers/{ctx.layer}/units.csv",
+                           f"layers/{ctx.layer}/iou.npy", f"layers/{ctx.layer}/topk.npz",
+                           f"layers/{ctx.layer}/imgmax.npy") if not (e.path / f).is_file()]
+    if missing:
+        st.title(f"Run '{e.name}' is missing files")
+        st.error(f"{', '.join(missing)} missing under {e.path} although run.json says complete. "
+                 "Run the same `python -m dissect run ... --out` command again to rebuild them.")
+        st.stop()
     return ctx
 
 

@@ -32,6 +32,10 @@ def root(engine_run, tmp_path_factory) -> Path:
                                     "progress": {"phase": "forward", "done": 7, "total": 40}})]:
         (root / name).mkdir()
         (root / name / "run.json").write_text(json.dumps({**info, **change}))
+    holey = root / "holey"
+    shutil.copytree(good, holey)
+    (holey / "layers" / "layer4" / "topk.npz").unlink()
+    (holey / "run.json").write_text(json.dumps({**info, "updated": "2000-01-02T00:00:00+00:00"}))
     noimg = root / "noimg"
     shutil.copytree(good, noimg)
     imgs = pd.read_csv(noimg / "images.csv")
@@ -159,6 +163,8 @@ def test_bad_runs_get_helpful_pages():
     assert "CUDA out of memory at batch 3" in texts(failed)
     old = app(run="oldver")
     assert "cannot be read" in old.title[0].value and "format_version" in texts(old)
+    holey = app("pages/unit_detail.py", run="holey", layer="layer4")
+    assert "missing files" in holey.title[0].value and "topk.npz" in texts(holey)
     going = app("pages/unit_detail.py", run="going")
     assert "is running" in going.title[0].value
     assert going.get("progress")
