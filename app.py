@@ -18,4 +18,8 @@ from pages import common  # noqa: E402
 
 page = common.navigation()
 st.session_state["_ctx"] = common.sidebar()
-page.run()
+try:
+    page.run()
+except (ValueError, OSError, KeyError, EOFError) as err:   # unreadable run files, not bugs
+    st.error(f"Could not read this run's files: {type(err).__name__}: {err}. If the folder was "
+             "damaged, run the same `python -m dissect run ... --out` command again.")

@@ -36,6 +36,10 @@ def root(engine_run, tmp_path_factory) -> Path:
     shutil.copytree(good, holey)
     (holey / "layers" / "layer4" / "topk.npz").unlink()
     (holey / "run.json").write_text(json.dumps({**info, "updated": "2000-01-02T00:00:00+00:00"}))
+    torn = root / "torn"
+    shutil.copytree(good, torn)
+    (torn / "layers" / "layer4" / "units.csv").write_bytes(b"\xff\xfe\x00\x81garbage\n\x00")
+    (torn / "run.json").write_text(json.dumps({**info, "updated": "2000-01-03T00:00:00+00:00"}))
     noimg = root / "noimg"
     shutil.copytree(good, noimg)
     imgs = pd.read_csv(noimg / "images.csv")
@@ -165,6 +169,8 @@ def test_bad_runs_get_helpful_pages():
     assert "cannot be read" in old.title[0].value and "format_version" in texts(old)
     holey = app("pages/unit_detail.py", run="holey", layer="layer4")
     assert "missing files" in holey.title[0].value and "topk.npz" in texts(holey)
+    torn = app(run="torn", layer="layer4")          # pages run inside app.py's safety net
+    assert "Could not read this run's files" in texts(torn)
     going = app("pages/unit_detail.py", run="going")
     assert "is running" in going.title[0].value
     assert going.get("progress")
