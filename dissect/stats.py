@@ -56,9 +56,12 @@ class TailQuantile(_Stat):
         self.capacity = max(2, self.total - lo + 1)
         self.count = 0
         self.top = torch.full((units, 0), -math.inf, dtype=torch.float32)
+        self._pending: list[torch.Tensor] = []
+        self._pending_n = 0
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        self._pending, self._pending_n = [], 0
         lo = int(math.floor((self.total - 1) * (1.0 - self.q)))
         self.capacity = max(2, self.total - lo + 1)
 
@@ -68,8 +71,7 @@ class TailQuantile(_Stat):
 
     def add(self, acts: torch.Tensor) -> None:
         """Add B×K×h×w activations (or B×K: one value per unit per sample)."""
-        v = as_units_by_values(acts.float())
-        v = v.cpu()
+        v = as_units_by_values(acts.float()).cpu()
         self.count += v.shape[1]
         if self.top.shape[1] >= self.capacity:      # only values above the kept floor matter
             most = int((v > self.top[:, -1:]).sum(1).max())
@@ -77,16 +79,32 @@ class TailQuantile(_Stat):
                 return
             if most < v.shape[1]:                   # each unit's candidates are its top `most`
                 v = torch.topk(v, most, dim=1, sorted=False).values
-        self._keep(torch.cat([self.top, v], dim=1))
+        self._pending.append(v)
+        self._pending_n += v.shape[1]
+        # compact when the pending candidates could fill the buffer (amortised O(capacity))
+        if self.top.shape[1] < self.capacity or self._pending_n >= self.capacity:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._pending:
+            self._keep(torch.cat([self.top] + self._pending, dim=1))
+            self._pending, self._pending_n = [], 0
+
+    def state_dict(self) -> dict:
+        self._compact()
+        return super().state_dict()
 
     def merge(self, other: "TailQuantile") -> None:
         if (other.q, other.total) != (self.q, self.total):
             raise ValueError("TailQuantile shards must share q and total")
+        self._compact()
+        other._compact()
         self.count += other.count
         self._keep(torch.cat([self.top, other.top], dim=1))
 
     def readout(self) -> np.ndarray:
         """float32 [K]: each unit's exact (1 - q) quantile over all `count` values."""
+        self._compact()
         n = self.count
         if n == 0:
             raise ValueError("no values added")
