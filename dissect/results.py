@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dissect.runs import reserve
+from dissect.runs import FILE_MODE, reserve
 
 
 def label_units(iou: np.ndarray, concepts: pd.DataFrame, categories: list[str],
@@ -68,6 +68,7 @@ def _write_acts_f16(path, cache: np.ndarray, chunk: int = 256) -> None:
             mm[i:i + chunk] = cache[i:i + chunk]
         mm.flush()
         del mm
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

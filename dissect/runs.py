@@ -30,6 +30,9 @@ import pandas as pd
 from dissect.errors import RunError
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK        # what open() would give; mkstemp's temp files are 0600
 STATUSES = ("running", "complete", "failed", "cancelled")
 
 
@@ -44,6 +47,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None])
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException as e:
         try:
