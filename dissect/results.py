@@ -79,9 +79,14 @@ def _write_acts_f16(path, cache: np.ndarray, chunk: int = 256) -> None:
 def write_results(writer, cfg, probe, concepts: pd.DataFrame, categories: list[str],
                   concept_cat: torch.Tensor, layers: dict, thresholds: dict) -> None:
     images = probe.images.copy()
-    for col, default in (("split", ""), ("width", 0), ("height", 0)):
-        if col not in images:
-            images[col] = default
+    if "width" not in images or "height" not in images:
+        size = getattr(probe, "image_size", None) or tuple(probe[0].image.shape[-2:])
+        images["height"], images["width"] = int(size[0]), int(size[1])
+    if "split" not in images:
+        images["split"] = ""
+    images = images[["index", "path", "split", "width", "height"]
+                    + [c for c in images.columns
+                       if c not in ("index", "path", "split", "width", "height")]]
     images["index"] = np.arange(len(images))
     writer.write_csv("images.csv", images)
     first = next(iter(layers.values()))
