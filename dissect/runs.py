@@ -178,7 +178,7 @@ class Run:
     def units(self, layer: str) -> pd.DataFrame:
         """unit, category, label, concept, iou, threshold (+ per-category columns)."""
         return pd.read_csv(self._need(self.layer_dir(layer) / "units.csv"),
-                           keep_default_na=False, na_values=[""])
+                           keep_default_na=False)
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
