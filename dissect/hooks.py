@@ -59,18 +59,22 @@ def capture(
     """
     modules = [(name, get_layer(model, name)) for name in layers]
     outputs: dict[str, torch.Tensor] = {}
-    remaining = set(layers)
+    seen_this_pass: set[str] = set()
     handles = []
+
+    def new_pass(_module, _inputs):
+        seen_this_pass.clear()
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
             outputs[name] = _first_tensor(output).detach().clone()
-            remaining.discard(name)
-            if stop_after and not remaining:
+            seen_this_pass.add(name)
+            if stop_after and len(seen_this_pass) == len(modules):
                 raise StopForward()
         return hook
 
     try:
+        handles.append(model.register_forward_pre_hook(new_pass))
         for name, module in modules:
             handles.append(module.register_forward_hook(make_hook(name)))
         yield outputs

@@ -234,7 +234,11 @@ def read_class_names(path: str, expected: int | None = None) -> list[str]:
 class LayerInfo:
     name: str
     shape: tuple[int, ...]   # output shape without batch, e.g. (512, 7, 7)
-    spatial: bool            # a K×h×w output: dissectable
+    spatial: bool            # a K×h×w output with more than one position: dissectable
+
+
+def _is_spatial(out: torch.Tensor) -> bool:
+    return out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1
 
 
 def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
@@ -245,7 +249,7 @@ def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
     with torch.no_grad(), capture(lm.model, names) as acts:
         lm.model(torch.zeros(1, 3, size, size, device=lm.device))
     return [
-        LayerInfo(n, tuple(acts[n].shape[1:]), acts[n].dim() == 4)
+        LayerInfo(n, tuple(acts[n].shape[1:]), _is_spatial(acts[n]))
         for n in names if n in acts
     ]
 
@@ -260,4 +264,4 @@ def layer_info(lm: LoadedModel, layer: str, size: int | None = None) -> LayerInf
     if layer not in acts:
         raise ModelError(f"layer '{layer}' did not run in a forward pass of {lm.name}; pick another")
     out = acts[layer]
-    return LayerInfo(layer, tuple(out.shape[1:]), out.dim() == 4)
+    return LayerInfo(layer, tuple(out.shape[1:]), _is_spatial(out))

@@ -67,3 +67,12 @@ def test_stop_after_and_unknown_layer():
     assert acts["0"].shape == (1, 4, 8, 8) and _hook_count(net) == 0
     with pytest.raises(LayerNotFound, match="Did you mean"):
         get_layer(net, "00")
+
+
+def test_stop_after_holds_for_every_pass_of_one_block():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    with capture(net, ["0", "2"], stop_after=True) as acts:
+        for size in (8, 10):
+            stopped_forward(net, torch.randn(1, 3, size, size))
+            assert acts["2"].shape[-1] == size - 4, "second layer must be captured on every pass"
+    assert not net._forward_hooks and not net._forward_pre_hooks
