@@ -1,6 +1,7 @@
 """python -m dissect toyworld {train,build,eval}: the embedded probe world and its model.
 
-    python -m dissect toyworld train [--images 48000 --epochs 3 --out FILE]
+    python -m dissect toyworld train                  # the recipe of the committed weights
+    python -m dissect toyworld train --images 48000 --epochs 3 [--init W] --out FILE  # 1 stage
     python -m dissect toyworld build --n 1000 --seed 0 --out DIR     # a Broden-format world
     python -m dissect toyworld eval [--weights default] --seed 7 --n 2000
 """
@@ -16,16 +17,20 @@ def add_parser(sub) -> None:
     p = sub.add_parser("toyworld", help="build the ToyWorld probe set, train or evaluate its model")
     tw = p.add_subparsers(dest="toyworld_command", required=True)
 
-    t = tw.add_parser("train", help="train the scene classifier (reproducible, seeded)")
-    t.add_argument("--images", type=int, default=48000, help="distinct training images")
-    t.add_argument("--epochs", type=int, default=3)
+    t = tw.add_parser("train", help="train the scene classifier (reproducible, seeded)",
+                      description="Without --images/--epochs/--lr/--seed/--init: the 3-stage "
+                      "recipe of the committed weights. With any of them: one stage.")
+    t.add_argument("--images", type=int, default=None, help="distinct training images (48000)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (3)")
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--seed", type=int, default=0, help="training world and torch seed")
+    t.add_argument("--lr", type=float, default=None, help="one-cycle peak (3e-3)")
+    t.add_argument("--seed", type=int, default=None, help="training world and torch seed (0)")
     t.add_argument("--eval-seed", type=int, default=1000, help="held-out world")
     t.add_argument("--eval-images", type=int, default=2000)
     t.add_argument("--workers", type=int, default=2, help="generation processes")
     t.add_argument("--threads", type=int, default=2, help="torch threads")
+    t.add_argument("--shift", type=int, default=8, help="max random translation (px at 112)")
+    t.add_argument("--init", default=None, help="start from these weights (a second stage)")
     t.add_argument("--out", default=None, help="weights file (default: the packaged weights)")
 
     b = tw.add_parser("build", help="write a Broden-format world of N images")
@@ -48,12 +53,18 @@ def main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dissect.toyworld.model import DEFAULT_WEIGHTS
-    from dissect.toyworld.train import TrainConfig, train
-    cfg = TrainConfig(images=args.images, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, eval_seed=args.eval_seed,
-                      eval_images=args.eval_images, workers=args.workers, threads=args.threads)
+    from dissect.toyworld.train import RECIPE, TrainConfig, train, train_recipe
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS
-    train(cfg, out, log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if all(v is None for v in (args.images, args.epochs, args.lr, args.seed, args.init)):
+        train_recipe(RECIPE, out, log=log, workers=args.workers, threads=args.threads)
+        return 0
+    cfg = TrainConfig(images=args.images or 48000, epochs=args.epochs or 3,
+                      batch_size=args.batch_size, lr=args.lr or 3e-3, seed=args.seed or 0,
+                      eval_seed=args.eval_seed, eval_images=args.eval_images,
+                      workers=args.workers, threads=args.threads, shift=args.shift,
+                      init=args.init)
+    train(cfg, out, log=log)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Train the ToyWorld scene classifier, reproducibly, and write weights + sidecar JSON.
 
-    meta = train(TrainConfig(images=96000, epochs=3), out=DEFAULT_WEIGHTS, log=print)
+    meta = train_recipe(RECIPE, out=DEFAULT_WEIGHTS, log=print)   # the committed weights
+    meta = train(TrainConfig(images=48000, epochs=3), out=path, log=print)  # one stage
     acc, per_class = evaluate(model, seed=1000, count=3000)
 
 Data: world `seed` (images 0..N-1), rendered at 224 px and average-pooled to 112 (what the
@@ -10,6 +11,7 @@ never used in training.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ class TrainConfig:
     workers: int = 2         # generation processes
     threads: int = 2         # torch threads
     shift: int = 8           # max random translation (pixels at 112) per batch
+    init: str | None = None  # start from these weights (a second stage on fresh images)
 
 
 def _prep(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +86,15 @@ def train(cfg: TrainConfig, out: Path | None, log: Callable[[str], None] = print
     log(f"generated {cfg.images} images in {t_gen:.0f} s; class counts {np.bincount(y)}")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-    model = ToyWorldCNN().to(memory_format=torch.channels_last)
+    model = ToyWorldCNN()
+    previous = None
+    if cfg.init:
+        from dissect.toyworld.model import load_state, sidecar_path
+        model.load_state_dict(load_state(Path(cfg.init)))
+        side = sidecar_path(Path(cfg.init))
+        previous = json.loads(side.read_text()) if side.is_file() else None
+        log(f"starting from {cfg.init}")
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = cfg.images // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -136,7 +147,40 @@ def train(cfg: TrainConfig, out: Path | None, log: Callable[[str], None] = print
                       "total": round(time.time() - t0, 1)},
         "torch": torch.__version__,
     }
+    if previous is not None:
+        meta["previous_stage"] = {k: previous.get(k) for k in
+                                  ("config", "heldout", "timings_s", "previous_stage")}
     if out is not None:
         save_weights(model, Path(out), meta)
         log(f"wrote {out}")
+    return meta
+
+
+# The recipe of the committed weights: each stage starts from the previous one's weights and
+# trains on a fresh world (seeds 0, 1, 2), so no image is seen in more than one stage.
+RECIPE: list[TrainConfig] = [
+    TrainConfig(images=48000, epochs=3, lr=3e-3, seed=0),
+    TrainConfig(images=40000, epochs=2, lr=1.5e-3, seed=1),
+    TrainConfig(images=48000, epochs=2, lr=1.5e-3, seed=2),
+]
+
+
+def train_recipe(stages: list[TrainConfig], out: Path, log: Callable[[str], None] = print,
+                 workers: int | None = None, threads: int | None = None) -> dict:
+    """Run `stages` in order (each from the last one's weights); write the final weights."""
+    import tempfile
+    from dataclasses import replace
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        init = None
+        meta: dict = {}
+        for k, st in enumerate(stages):
+            cfg = replace(st, init=init, workers=workers or st.workers,
+                          threads=threads or st.threads)
+            last = k == len(stages) - 1
+            path = out if last else Path(tmp) / f"stage{k + 1}.safetensors"
+            log(f"stage {k + 1}/{len(stages)}: {cfg.images} images x {cfg.epochs} epochs, "
+                f"world seed {cfg.seed}")
+            meta = train(cfg, path, log=log)
+            init = str(path)
     return meta
