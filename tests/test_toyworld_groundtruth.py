@@ -15,7 +15,7 @@ from dissect.toyworld.groundtruth import (ablation_effect, concept_units, plante
 from dissect.toyworld.model import load_toyworld
 
 N_PROBE, PROBE_SEED = 400, 7          # a world the model never saw
-MIN_DETECTORS = 5                      # measured: see README
+MIN_DETECTORS = 8                      # measured 11 (README "## ToyWorld")
 SUN_SCENES = ("beach", "sky")          # the scenes "sun" defines
 
 pytestmark = pytest.mark.slow
@@ -50,10 +50,10 @@ def test_zeroing_sun_units_breaks_sun_scenes_only(gt_run, model):
     before, after = eff["before"], eff["after"]
     print("sun units", units, "before", before, "after", after)
     for s in SUN_SCENES:
-        assert before[s] - after[s] >= 0.4, (s, before[s], after[s])
+        assert before[s] - after[s] >= 0.5, (s, before[s], after[s])   # measured 0.85+
     for s in before:
         if s not in SUN_SCENES and s != "all":
-            assert after[s] >= before[s] - 0.08, (s, before[s], after[s])
+            assert after[s] >= before[s] - 0.06, (s, before[s], after[s])  # measured <= 0.02
 
 
 def test_zeroing_as_many_random_units_changes_little(gt_run, model):
