@@ -2,7 +2,7 @@
 
     s = render(seed=0, index=7)             # Sample: rgb 224×224×3 uint8, label maps, scene
     x, y = render_batch(seed=0, start=0, count=1000, size=112)   # training fast path
-    x, y = render_parallel(seed=0, count=96000, workers=2)       # same arrays, 2 processes
+    x, y = render_parallel(seed=0, count=48000, workers=2)       # same arrays, 2 processes
 
 Image i of world `seed` depends only on (seed, i): worlds can be built in any order or split
 over processes. A scene's defining objects all show (each at least 35% visible); in 60% of
