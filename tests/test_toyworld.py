@@ -185,3 +185,16 @@ def test_default_run_is_fast_when_a_run_exists(tmp_path):
                         str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0 and "complete" in r.stderr
     assert time.time() - t < 20
+
+
+def test_training_is_reproducible(tmp_path):
+    from dissect.toyworld.model import load_state
+    from dissect.toyworld.train import TrainConfig, train
+    cfg = TrainConfig(images=640, epochs=1, batch_size=64, seed=9, eval_images=30, workers=1,
+                      threads=1)
+    m1 = train(cfg, tmp_path / "a.safetensors", log=lambda s: None)
+    m2 = train(cfg, tmp_path / "b.safetensors", log=lambda s: None)
+    a, b = load_state(tmp_path / "a.safetensors"), load_state(tmp_path / "b.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert m1["heldout"] == m2["heldout"]
+    assert json.loads((tmp_path / "a.json").read_text())["config"]["seed"] == 9

@@ -64,6 +64,11 @@ def _train(args: argparse.Namespace) -> int:
                       eval_seed=args.eval_seed, eval_images=args.eval_images,
                       workers=args.workers, threads=args.threads, shift=args.shift,
                       init=args.init)
+    if cfg.images // cfg.batch_size * cfg.epochs < 10:
+        print(f"error: --images {cfg.images} x --epochs {cfg.epochs} gives fewer than 10 "
+              f"batches of {cfg.batch_size}; use more images or a smaller --batch-size",
+              file=sys.stderr)
+        return 2
     train(cfg, out, log=log)
     return 0
 
