@@ -65,6 +65,12 @@ def concept_units(run, layer: str, concept: str) -> list[int]:
 
 def main(args: argparse.Namespace) -> int:
     import torch
+    with torch.no_grad():  # not set_grad_enabled: in-process callers keep their grad mode
+        return _ablate(args)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    import torch
     from dissect.ablation import (ImageAblation, Intervention, check_units, image_tensor, invert,
                                   means_from_run, parse_mode, parse_units, unit_means)
     from dissect.errors import AblationError
@@ -83,7 +89,6 @@ def main(args: argparse.Namespace) -> int:
     layers = [l for l in (args.layer or "").split(",") if l] or (cfg.get("layers") or [])[:1]
     mode, value = parse_mode(args.mode)
     torch.manual_seed(args.seed)
-    torch.set_grad_enabled(False)
     lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed)
     plan: dict[str, list[int]] = {}
     if args.concept:
