@@ -14,9 +14,13 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from pages.nav import navigation  # noqa: E402  (streamlit only: fast)
 
-page = common.navigation()
+# st.navigation first, before the imports that pull in torch: a fresh server leaves Streamlit's
+# legacy pages/-folder menu as soon as any session has run it.
+page = navigation()
+
+from pages import common  # noqa: E402
 st.session_state["_ctx"] = common.sidebar()
 try:
     page.run()
