@@ -294,19 +294,46 @@ def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> 
     _atomic(path, lambda f: torch.save(state, f))
 
 
+
+class _PhaseProgress:
+    """One phase's tqdm bar, run.json progress and periodic statistic checkpoints."""
+
+    def __init__(self, name: str, phase: int, n: int, done: int, cfg, layers: dict, writer,
+                 ckpt, progress: bool):
+        self.name, self.phase, self.n, self.done = name, phase, n, done
+        self.cfg, self.layers, self.writer, self.ckpt = cfg, layers, writer, ckpt
+        self.bar = tqdm(total=n, initial=done, unit="img", desc=name, disable=not progress,
+                        dynamic_ncols=True)
+        self.last = time.monotonic()
+
+    def step(self, images: int) -> None:
+        self.done += images
+        self.bar.update(images)
+        self.writer.progress(self.name, self.done, self.n)
+        if time.monotonic() - self.last > CHECKPOINT_EVERY and self.done < self.n:
+            _checkpoint(self.ckpt, self.cfg, self.done, self.layers, self.phase)
+            self.last = time.monotonic()
+
+    def finish(self) -> None:
+        self.bar.close()
+        _checkpoint(self.ckpt, self.cfg, self.done, self.layers, self.phase)
+        self.writer.progress(self.name, self.done, self.n, force=True)
+
+
+def _remaining(probe: ProbeSet, done: int, cfg):
+    """A loader over the images a phase has not processed yet (resume), in probe order."""
+    return probe_loader(probe if done == 0 else Subset(probe, range(done, len(probe))),
+                        cfg.batch_size, cfg.workers)
+
+
 def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool) -> None:
     n = len(probe)
     names = list(layers)
-    probe = _image_view(probe)
-    ds = probe if done == 0 else Subset(probe, range(done, n))
-    loader = probe_loader(ds, cfg.batch_size, cfg.workers)
-    bar = tqdm(total=n, initial=done, unit="img", desc="forward", disable=not progress,
-               dynamic_ncols=True)
-    last = time.monotonic()
+    loader = _remaining(_image_view(probe), done, cfg)
+    track = _PhaseProgress("forward", 1, n, done, cfg, layers, writer, ckpt, progress)
     with torch.inference_mode():
         for batch in _batches(loader):
             x = lm.normalize(batch.images.to(lm.device, non_blocking=True))
-            # a fresh capture per batch: its stop-after-last-layer state is per forward pass
             with capture(lm.model, names, stop_after=True) as acts:
                 stopped_forward(lm.model, x)
             idx = batch.index.numpy()
@@ -315,15 +342,8 @@ def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: boo
             with _threads(1):            # small statistic ops: threads only add overhead
                 for name, L in layers.items():
                     _record(L, acts[name], batch.index, idx, lo, hi, contiguous)
-            done += len(idx)
-            bar.update(len(idx))
-            writer.progress("forward", done, n)
-            if time.monotonic() - last > CHECKPOINT_EVERY and done < n:
-                _checkpoint(ckpt, cfg, done, layers, 1)
-                last = time.monotonic()
-    bar.close()
-    _checkpoint(ckpt, cfg, done, layers, 1)
-    writer.progress("forward", done, n, force=True)
+            track.step(len(idx))
+    track.finish()
 
 
 @contextmanager
@@ -376,23 +396,12 @@ def _image_view(probe: ProbeSet) -> ProbeSet:
 def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, writer,
             done: int, ckpt, progress: bool) -> None:
     n = len(probe)
-    lp = _label_view(probe)
-    ds = lp if done == 0 else Subset(lp, range(done, n))
-    loader = probe_loader(ds, cfg.batch_size, cfg.workers)
+    loader = _remaining(_label_view(probe), done, cfg)
     dev = torch.device(cfg.device)
     cc_dev = cc.to(dev)
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
-    bar = tqdm(total=n, initial=done, unit="img", desc="tally", disable=not progress,
-               dynamic_ncols=True)
-    with _threads(cfg.tally_threads if dev.type == "cpu" else 0):
-        _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,
-                    ckpt, bar, dev)
-
-
-def _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer, done, n,
-                ckpt, bar, dev) -> None:
-    last = time.monotonic()
-    with torch.inference_mode():
+    track = _PhaseProgress("tally", 2, n, done, cfg, layers, writer, ckpt, progress)
+    with _threads(cfg.tally_threads if dev.type == "cpu" else 0), torch.inference_mode():
         for batch in _batches(loader):
             labels = BatchLabels.from_batch(batch, lut, probe.mask_size)
             idx = batch.index.numpy()
@@ -402,12 +411,5 @@ def _tally_loop(cfg, probe, loader, layers, th_dev, lut, cc_dev, n_cats, writer,
                 a = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
                 L.hist.add(a)
                 L.tally.add(tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats))
-            done += len(idx)
-            bar.update(len(idx))
-            writer.progress("tally", done, n)
-            if time.monotonic() - last > CHECKPOINT_EVERY and done < n:
-                _checkpoint(ckpt, cfg, done, layers, 2)
-                last = time.monotonic()
-    bar.close()
-    _checkpoint(ckpt, cfg, done, layers, 2)
-    writer.progress("tally", done, n, force=True)
+            track.step(len(idx))
+    track.finish()
