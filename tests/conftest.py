@@ -30,3 +30,30 @@ def engine_run(tmp_path_factory) -> Path:
          "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled_run(tmp_path_factory):
+    """Factory: tiny_labelled_run(layer, out, seed, labels={unit: (label, iou)}) -> run path.
+
+    A real resnet18 run (random weights, 8 synthetic Broden images of 48 px) whose units.csv is
+    then relabelled as given, so ablation tests know which units carry a concept.
+    """
+    import pandas as pd
+    from dissect.__main__ import main
+    from dissect.synthetic_broden import make_synthetic_broden
+
+    def make(layer: str, out: Path, seed: int, labels: dict[int, tuple[str, float]]) -> Path:
+        probe = tmp_path_factory.mktemp("tinyprobe") / "sb"
+        make_synthetic_broden(probe, n=8, image_size=48, mask_size=24, seed=seed)
+        assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", layer,
+                     "--probe", f"broden:{probe}", "--batch-size", "4", "--workers", "0",
+                     "--quiet", "--topk", "2", "--out", str(out)]) == 0
+        units = out / "layers" / layer / "units.csv"
+        df = pd.read_csv(units, keep_default_na=False)
+        for unit, (label, iou) in labels.items():
+            df.loc[unit, ["label", "iou"]] = [label, iou]
+        df.to_csv(units, index=False)
+        return out
+
+    return make

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -73,20 +72,10 @@ def test_bad_input_is_one_clear_line(photos, capsys, extra, needle):
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
-    from dissect.synthetic_broden import make_synthetic_broden
-    root = tmp_path_factory.mktemp("ablrun")
-    make_synthetic_broden(root / "sb", n=8, image_size=48, mask_size=24, seed=1)
-    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
-                 "--probe", f"broden:{root / 'sb'}", "--batch-size", "4", "--workers", "0",
-                 "--quiet", "--topk", "2", "--out", str(root / "run")]) == 0
-    units = root / "run" / "layers" / "layer3" / "units.csv"
-    df = pd.read_csv(units, keep_default_na=False)
-    df.loc[[4, 9, 200], ["label", "iou"]] = ["tree", 0.3]     # three units labelled tree
-    df.loc[[5], ["label", "iou"]] = ["tree", 0.01]            # below the 0.04 cut
-    df.to_csv(units, index=False)
-    return root / "run"
-
+def run_folder(tmp_path_factory, tiny_labelled_run):
+    tree = {u: ("tree", 0.3) for u in (4, 9, 200)}                # three units labelled tree
+    return tiny_labelled_run("layer3", tmp_path_factory.mktemp("ablrun") / "run", seed=1,
+                             labels={**tree, 5: ("tree", 0.01)})   # 5: below the 0.04 cut
 
 def test_concept_picks_units_from_the_run(run_folder, photos, capsys):
     assert main(["ablate", "--run", str(run_folder), "--concept", "Tree", "--images",

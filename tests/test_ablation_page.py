@@ -2,28 +2,18 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
-
-from dissect.__main__ import main
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "ablation_lab.py")
 TREE_UNITS = [4, 9, 200]
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
-    from dissect.synthetic_broden import make_synthetic_broden
+def runs_root(tmp_path_factory, tiny_labelled_run):
     root = tmp_path_factory.mktemp("pageruns")
-    make_synthetic_broden(root / "sb", n=8, image_size=48, mask_size=24, seed=2)
-    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
-                 "--probe", f"broden:{root / 'sb'}", "--batch-size", "4", "--workers", "0",
-                 "--quiet", "--topk", "2", "--out", str(root / "runs" / "r18")]) == 0
-    units = root / "runs" / "r18" / "layers" / "layer4" / "units.csv"
-    df = pd.read_csv(units, keep_default_na=False)
-    df.loc[TREE_UNITS, ["label", "iou"]] = ["tree", 0.3]
-    df.to_csv(units, index=False)
+    tiny_labelled_run("layer4", root / "runs" / "r18", seed=2,
+                      labels={u: ("tree", 0.3) for u in TREE_UNITS})
     rng = np.random.default_rng(0)
     for name in ("class_1", "class_2"):
         (root / "set" / name).mkdir(parents=True)
