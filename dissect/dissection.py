@@ -378,18 +378,16 @@ def _record(L: _Layer, out: torch.Tensor, index: torch.Tensor, idx: np.ndarray, 
 
 
 def _label_view(probe: ProbeSet) -> ProbeSet:
-    """The probe without image decoding (phase 2), when it supports that."""
-    if hasattr(probe, "decode_images"):
-        probe = copy.copy(probe)
-        probe.decode_images = False
+    """The probe without image decoding (phase 2)."""
+    probe = copy.copy(probe)
+    probe.decode_images = False
     return probe
 
 
 def _image_view(probe: ProbeSet) -> ProbeSet:
-    """The probe without label decoding (phase 1), when it supports that."""
-    if hasattr(probe, "decode_labels"):
-        probe = copy.copy(probe)
-        probe.decode_labels = False
+    """The probe without label decoding (phase 1)."""
+    probe = copy.copy(probe)
+    probe.decode_labels = False
     return probe
 
 

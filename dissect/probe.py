@@ -49,7 +49,10 @@ class ProbeSet(Dataset):
     - `concepts`: DataFrame with columns concept (int id ≥ 1), name, category (its primary one);
     - `images`: DataFrame with columns index, path, split (row i is item i);
     - `mask_size`: (h, w) of every pixel-label plane;
-    - `pixel_categories` / `scalar_categories`: which categories are pixel-level / image-level.
+    - `pixel_categories` / `scalar_categories`: which categories are pixel-level / image-level;
+    - `decode_images` / `decode_labels`: set one False (on a copy) to skip that half of
+      `__getitem__`; the engine reads only images in its forward phase and only labels in its
+      tally phase.
     """
 
     categories: list[str]
@@ -60,6 +63,8 @@ class ProbeSet(Dataset):
     mask_size: tuple[int, int]
     description: str = ""
     skipped: int = 0   # unreadable images left out (folder probes count them)
+    decode_images: bool = True
+    decode_labels: bool = True
 
     def __len__(self) -> int:
         return len(self.images)

@@ -344,12 +344,16 @@ class FolderProbe(ProbeSet):
 
     def __getitem__(self, i: int) -> ProbeItem:
         i = int(i)
-        path = self.images["path"].iat[i]
-        try:
-            rgb = read_rgb(path, self.size)
-        except DECODE_ERRORS as e:
-            raise ProbeError(f"image {path} cannot be read any more ({e}); restore it or "
-                             "open the probe again to skip it") from None
-        seg = self.labels(i)
-        image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-        return ProbeItem(index=i, image=image, pixel=seg.pixel, scalar=seg.scalar)
+        image, pixel, scalar = torch.empty(0), {}, {}
+        if self.decode_images:
+            path = self.images["path"].iat[i]
+            try:
+                rgb = read_rgb(path, self.size)
+            except DECODE_ERRORS as e:
+                raise ProbeError(f"image {path} cannot be read any more ({e}); restore it or "
+                                 "open the probe again to skip it") from None
+            image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
+        if self.decode_labels:
+            seg = self.labels(i)
+            pixel, scalar = seg.pixel, seg.scalar
+        return ProbeItem(index=i, image=image, pixel=pixel, scalar=scalar)
