@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from dissect.errors import LayerError, RunError
 from dissect.hooks import capture, get_layer, stopped_forward
 from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
-from dissect.runs import RunWriter, read_info, reserve
+from dissect.runs import RunWriter, atomic_write, read_info, reserve
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.tally import BatchLabels, tally_batch
 
@@ -286,12 +286,11 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
 def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> None:
     if path is None:
         return
-    from dissect.runs import _atomic
     for L in layers.values():
         L.flush()
     state = {"identity": cfg.identity(), "done": done,
              "layers": {name: L.stats(phase) for name, L in layers.items()}}
-    _atomic(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 

@@ -37,7 +37,7 @@ STATUSES = ("running", "complete", "failed", "cancelled")
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call `write(fileobj)` on a temp file next to `path`, fsync, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def reserve(path: str | os.PathLike) -> None:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Atomically write raw bytes."""
-    return _atomic(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -90,12 +90,12 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Atomically write one array as .npy."""
-    return _atomic(path, lambda f: np.save(f, np.asarray(array)))
+    return atomic_write(path, lambda f: np.save(f, np.asarray(array)))
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Atomically write several arrays as an uncompressed .npz."""
-    return _atomic(path, lambda f: np.savez(f, **arrays))
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _json_default(o: Any):

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dissect.probe import ProbeError, ProbeItem, ProbeSet
+from dissect.runs import atomic_write
 from segmenters import make_segmenter
 from segmenters.base import Segmentation
 from segmenters.merged import MergedSegmenter
@@ -107,11 +107,7 @@ class HashIndex:
     def save(self) -> None:
         if self.changed:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
-                                                 delete=False) as f:
-                    json.dump(self.known, f)
-                os.replace(f.name, self.path)
+                atomic_write(self.path, lambda f: f.write(json.dumps(self.known).encode()))
             except (PermissionError, NotADirectoryError, FileExistsError):
                 return   # only a speed-up: files are hashed again next time
             self.changed = False
@@ -119,10 +115,7 @@ class HashIndex:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(f.name, path)
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
             raise ProbeError(f"cannot write the segmentation cache {path.parent} ({e.strerror}); "
