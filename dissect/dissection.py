@@ -33,7 +33,8 @@ from dissect.hooks import capture, get_layer, stopped_forward
 from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
 from dissect.runs import RunWriter, atomic_write, read_info, reserve
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
-from dissect.tally import BatchLabels, tally_batch
+from dissect.tally import BatchLabels, grid_shape, tally_batch
+from dissect.trust import PerImageStats
 
 DENOMINATORS = ("nd", "netdissect-lite", "global")
 CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
@@ -62,6 +63,8 @@ class DissectConfig:
     bins: int = 64
     tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
                                       # on small machines; 0 = leave torch's setting)
+    null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
+    heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
 
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
@@ -124,12 +127,14 @@ class _Layer:
         self.top = TopK(k, cfg.topk)
         self.tally: IoUTally | None = None
         self.hist: Histogram | None = None
+        self.trust: PerImageStats | None = None     # per-image statistics (phase 2)
 
     def stats(self, phase: int) -> dict:
         if phase == 1:
             return {"quant": self.quant.state_dict(), "minmax": self.minmax.state_dict(),
                     "top": self.top.state_dict()}
-        return {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+        return {"tally": self.tally.state_dict(), "hist": self.hist.state_dict(),
+                "trust": self.trust.state_dict()}
 
     def load(self, state: dict) -> None:
         for key, value in state.items():
@@ -207,6 +212,8 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     if probe is None:
         opts = {k: v for k, v in cfg.probe_options.items() if v is not None}
         probe = open_probe(cfg.probe, **opts)
+    from dissect.trust_columns import check_trust_options
+    check_trust_options(cfg, probe.images)
     if lm is None:
         from dissect.models import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
@@ -259,6 +266,8 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
     for L in layers.values():
         L.tally = IoUTally(L.shape[0], len(concepts), len(cats))
         L.hist = Histogram.from_range(L.minmax.min, L.minmax.max, cfg.bins)
+        L.trust = PerImageStats(n, L.shape[0], len(concepts), len(cats),
+                                grid_shape(*L.shape[1:]), probe.mask_size, cells=cfg.null > 0)
     if ck2 is not None and ck2.exists():
         state = torch.load(ck2, weights_only=False)
         if state.get("identity") == cfg.identity():
@@ -407,6 +416,8 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
                 raw = L.cache[lo:hi] if hi - lo == len(idx) else L.cache[idx]
                 a = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
                 L.hist.add(a)
-                L.tally.add(tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats))
+                inc = tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats, detail=True)
+                L.tally.add(inc)
+                L.trust.add(inc, labels, batch.index)
             track.step(len(idx))
     track.finish()
