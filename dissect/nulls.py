@@ -16,7 +16,9 @@ one K×n by n×C matrix product.
 Localisation null: each active image's map is rolled and flipped on the layer's grid (at most
 GRID_MAX² cells, dissect.tally), within its own image. Which images a unit fires in, and how much,
 stay; where it fires is broken. The statistic is the unit's best grid-level IoU over its five
-concepts of highest image-level IoU (a choice the rolls cannot change, so the test stays valid).
+pixel-level concepts of highest image-level IoU (a choice the rolls cannot change, so the test
+stays valid). Image-level labels (scenes) cover every cell, so no roll moves them: they are left
+out, and a unit with no pixel-level concept in its images gets p_localised = 1.
 """
 from __future__ import annotations
 
@@ -142,13 +144,17 @@ def localisation_null(sp: Sparse, concept_cat: np.ndarray, denominator: str,
         np.add.at(act, sp.pair_unit, sp.pair_act[:, None] * mask)
     order = np.argsort(sp.pair_unit, kind="stable")
     bounds = np.searchsorted(sp.pair_unit[order], np.arange(k + 1))
-    observed = np.zeros(k)
+    observed = np.zeros(k)             # 0 observed: permutation_p gives 1
     null = np.zeros((k, B))
     for u in range(k):
         rows = order[bounds[u]:bounds[u + 1]]
         if not len(rows):
             continue
-        cand = np.argsort(-iou_img[u], kind="stable")[:candidates]
+        score = np.where(sp.image_level, -np.inf, iou_img[u])
+        cand = np.argsort(-score, kind="stable")[:candidates]
+        cand = cand[np.isfinite(score[cand])]
+        if not len(cand):
+            continue
         F = torch.from_numpy(frac[rows].toarray()).float()                  # R×G
         img = sp.pair_img[rows].astype(np.int64)
         Sx = conc[(img[:, None] * c + cand[None, :]).reshape(-1)].toarray()

@@ -48,6 +48,7 @@ class Sparse:
     ic_img: np.ndarray         # sparse [n, C] concept pixels per image
     ic_col: np.ndarray
     ic_count: np.ndarray
+    image_level: np.ndarray    # bool [C]: the concept is an image-level label (covers images)
     cell_pair: np.ndarray | None = None   # sparse [P, cells] active pixels per grid cell
     cell_idx: np.ndarray | None = None
     cell_count: np.ndarray | None = None
@@ -70,6 +71,7 @@ class PerImageStats:
         self.grid, self.mask_size, self.cells = tuple(grid), tuple(mask_size), cells
         self.pairs = 0
         self.present = torch.zeros(n_images, categories, dtype=torch.bool)
+        self.image_level = torch.zeros(concepts, dtype=torch.bool)
         names = _PAIR + _PC + _IC + ((_CELL + _ICC) if cells else ())
         self.parts: dict[str, list[torch.Tensor]] = {k: [] for k in names}
         cy, cx = pixel_cells(*self.mask_size, self.grid)
@@ -89,6 +91,8 @@ class PerImageStats:
         put("pc_col", c.int())
         put("pc_count", inc["pair_concept"][p, c])
         self.present[index] = inc["present"].cpu()
+        scal = labels.scalars.cpu()
+        self.image_level[scal[scal >= 0]] = True
         ii, c = torch.nonzero(inc["image_concept"], as_tuple=True)
         put("ic_img", index[ii.cpu()].int())
         put("ic_col", c.int())
@@ -133,11 +137,13 @@ class PerImageStats:
         cat = {k: (torch.cat(v) if v else torch.zeros(0, dtype=torch.int64))
                for k, v in self.parts.items()}
         self.parts = {k: [v] for k, v in cat.items()}
-        return {"pairs": self.pairs, "present": self.present.clone(), **cat}
+        return {"pairs": self.pairs, "present": self.present.clone(),
+                "image_level": self.image_level.clone(), **cat}
 
     def load_state_dict(self, state: dict) -> None:
         self.pairs = int(state["pairs"])
         self.present = state["present"].clone()
+        self.image_level = state["image_level"].clone()
         self.parts = {k: [state[k]] for k in self.parts}
 
     def finish(self) -> Sparse:
@@ -148,7 +154,8 @@ class PerImageStats:
         size = np.bincount(self._cell_of_pixel.numpy(), minlength=n_cells).astype(np.float64)
         return Sparse(n=self.n, units=self.units, concepts=self.concepts, grid=self.grid,
                       mask_pixels=int(self.mask_size[0] * self.mask_size[1]), cell_size=size,
-                      present=self.present.numpy(), **arr)
+                      present=self.present.numpy(), image_level=self.image_level.numpy(),
+                      **arr)
 
 
 # ---------------------------------------------------------------------- re-aggregation
