@@ -65,6 +65,7 @@ class DissectConfig:
                                       # on small machines; 0 = leave torch's setting)
     null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
     heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
+    baseline: str = ""                # --baseline rotation|random-init (dissect.baselines)
 
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
@@ -227,6 +228,9 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     writer.save()
     try:
         _run(cfg, out, writer, lm, probe, shapes, progress)
+        if cfg.baseline == "random-init":
+            from dissect.baselines import random_init_baseline
+            random_init_baseline(cfg, out, progress)
     except KeyboardInterrupt:
         writer.fail("interrupted: run the same command again to resume", status="cancelled")
         raise
@@ -277,6 +281,11 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
     if done < n:
         _phase2(cfg, probe, layers, thresholds, lut, cc, len(cats), writer, done, ck2, progress)
     timings["tally"] = round(time.perf_counter() - t0, 3)
+    if cfg.baseline == "rotation":
+        t0 = time.perf_counter()
+        from dissect.baselines import rotation_baseline
+        rotation_baseline(cfg, probe, layers, concepts, cats, lut, cc, writer)
+        timings["baseline"] = round(time.perf_counter() - t0, 3)
 
     # ---- write
     t0 = time.perf_counter()

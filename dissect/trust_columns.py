@@ -91,6 +91,9 @@ def check_trust_options(cfg, images: pd.DataFrame) -> None:
     if B and len(images) < MIN_IMAGES:
         raise RunError(f"--null needs a probe of at least {MIN_IMAGES} images, this one has "
                        f"{len(images)}; use a larger probe (e.g. drop --limit) or leave out --null")
+    baseline = getattr(cfg, "baseline", "")
+    if baseline not in ("", "rotation", "random-init"):
+        raise RunError(f"--baseline {baseline}: use rotation or random-init")
     mode = getattr(cfg, "heldout", "auto")
     if mode not in ("auto", "split", "random"):
         raise RunError(f"--heldout {mode}: use auto, split or random")

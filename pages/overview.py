@@ -16,7 +16,11 @@ interp = units[units.interpretable]
 n, m, k = len(interp), len(units), interp["label"].nunique()
 
 st.title(f"{ctx.entry.name} · {ctx.layer}")
-st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}")
+significant = units["significant"].astype(bool) if "significant" in units else None
+st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}"
+            + ("" if significant is None else
+               f" · {int(significant.sum())} significant (q ≤ 0.05), "
+               f"{int((units.interpretable & significant).sum())} of them interpretable"))
 if n == 0:
     st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
             "the charts below still show every unit's best match.")

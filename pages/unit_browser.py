@@ -21,8 +21,9 @@ st.caption(f"{ctx.entry.name} · {len(units)} units · top images with the unit'
 cats = sorted(units["category"].unique())
 labels = sorted(l for l in units["label"].unique() if l)
 hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
-SORTS = ["IoU ↓", "unit ↑", "label", "category"]
-FIELDS = [Field("cat", "browser_cats", [], "list"), Field("label", "browser_labels", [], "list"),
+trust = "significant" in units.columns        # a --null run (dissect.trust_columns)
+SORTS = ["IoU ↓", "unit ↑", "label", "category"] + (["p-value ↑"] if trust else [])
+FIELDS = [Field("sig", "browser_sig", False, "bool"), Field("cat", "browser_cats", [], "list"), Field("label", "browser_labels", [], "list"),
           Field("iou", f"browser_iou_{hi}", (0.0, hi), "range"),
           Field("q", "browser_search", ""), Field("only", "browser_only", False, "bool"),
           Field("sort", "browser_sort", SORTS[0])]
@@ -39,11 +40,16 @@ with f3:
 with f4:
     search = st.text_input("Concept search", key="browser_search", placeholder="e.g. tree",
                            help="Matches the unit's label and its best label in every category")
-g1, g2, _ = st.columns([2, 2, 5])
+g1, g2, g3, _ = st.columns([2, 2, 2, 3])
 with g1:
     only = st.toggle("Interpretable only", key="browser_only",
                      help="IoU at least the run's threshold")
 with g2:
+    sig = st.toggle("Significant only", key="browser_sig", disabled=not trust,
+                    help="q ≤ 0.05 under the image-permutation null (Benjamini–Hochberg over "
+                    "the layer)" if trust else "This run has no null model: dissect it again "
+                    "with --null")
+with g3:
     sort = st.selectbox("Sort by", SORTS, key="browser_sort")
 common.set_params(**urlstate.params("browser", FIELDS))
 
@@ -55,6 +61,8 @@ if pick_labels:
 view = view[(view["iou"].fillna(0) >= lo_hi[0]) & (view["iou"].fillna(0) <= lo_hi[1])]
 if only:
     view = view[view["interpretable"]]
+if sig and trust:
+    view = view[view["significant"].astype(bool)]
 if search.strip():
     q = search.strip().lower()
     text_cols = [c for c in view.columns if c == "label" or c.endswith("-label")]
@@ -64,11 +72,14 @@ view = {"IoU ↓": lambda v: v.sort_values("iou", ascending=False),
         "unit ↑": lambda v: v.sort_values("unit"),
         "label": lambda v: v.sort_values(["label", "iou"], ascending=[True, False]),
         "category": lambda v: v.sort_values(["category", "iou"], ascending=[True, False]),
+        "p-value ↑": lambda v: v.sort_values(["p_value", "iou"], ascending=[True, False]),
         }[sort](view)
 
 tab_cards, tab_table = st.tabs([f"Cards ({len(view)})", "Table"])
 with tab_table:
-    shown = [c for c in ["unit", "label", "category", "iou", "threshold", "interpretable"]
+    shown = [c for c in ["unit", "label", "category", "iou", "iou_heldout", "threshold",
+                         "interpretable", "p_value", "q_value", "significant", "p_localised",
+                         "iou_lo", "iou_hi", "label_stability"]
              if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
     table = view[shown].copy()
     q = {"run": ctx.entry.name, "layer": ctx.layer}
@@ -80,7 +91,11 @@ with tab_table:
         column_config={"link": st.column_config.LinkColumn("share", display_text="open ↗",
                                                            help="The unit's shareable link"),
                        "iou": st.column_config.NumberColumn("IoU", format="%.4f"),
-                       "threshold": st.column_config.NumberColumn("T_k", format="%.4g")})
+                       "threshold": st.column_config.NumberColumn("T_k", format="%.4g"),
+                       **{c: st.column_config.NumberColumn(c, format="%.4f") for c in
+                          ("iou_heldout", "iou_lo", "iou_hi")},
+                       **{c: st.column_config.NumberColumn(c, format="%.3g") for c in
+                          ("p_value", "q_value", "p_localised")}})
     rows = list(sel.selection.rows) if sel is not None and hasattr(sel, "selection") else []
     chosen = [int(view.iloc[r]["unit"]) for r in rows]
     st.caption(f"{len(chosen)} selected" if chosen else
@@ -119,6 +134,8 @@ with tab_cards:
                                  type="tertiary", help="Open this unit"):
                         common.go("unit", unit=u)
                     st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.3f}**"
-                                + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*"),
+                                + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*")
+                                + (f" &nbsp;·&nbsp; p {row['p_value']:.3g}"
+                                   + (" ✓" if row["significant"] else "") if trust else ""),
                                 unsafe_allow_html=True)
                     st.image(unit_strip(ctx.path, ctx.stamp, ctx.layer, u), width="stretch")

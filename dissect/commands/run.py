@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
     p.add_argument("--heldout", default="auto", choices=["auto", "split", "random"],
                    help="iou_heldout halves: the probe's train/val split when it has one (auto), "
                         "always it (split), or a seeded half (random)")
+    p.add_argument("--baseline", default="", choices=["rotation", "random-init"],
+                   help="label counts to compare with: the unit basis turned by a random "
+                        "rotation (cached activations, no new forward pass) or the same "
+                        "architecture with random weights (one extra run in RUN/baselines/)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="run folder")
@@ -74,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers, device=args.device, seed=args.seed, topk=args.topk,
         iou_threshold=args.iou_threshold, classes=args.classes, cache=args.cache,
         cache_dtype=args.cache_dtype, keep_acts=not args.no_acts, null=args.null,
-        heldout=args.heldout)
+        heldout=args.heldout, baseline=args.baseline)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
