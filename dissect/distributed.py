@@ -39,6 +39,7 @@ from dissect.dissection import (DissectConfig, _clean_worker_error, _concept_tab
 from dissect.errors import RunError
 from dissect.runs import atomic_write, reserve
 from dissect.shard import ShardError, ShardSpec, forward_shard, probe_fingerprint, tally_shard
+from dissect.shard_board import ShardBoard
 from dissect.stats import Histogram, MinMax, TailQuantile, TopK
 
 INSTALL = "install it with `pip install 'ray[default]'` (or `pip install -e '.[ray]'`)"
@@ -166,22 +167,6 @@ class _Merged:
         return picked.numpy().astype(np.float16)
 
 
-class _Board:
-    """Per-shard progress and attempts, reported by shard tasks (a Ray actor)."""
-
-    def __init__(self):
-        self.shards: dict[int, dict] = {}
-
-    def report(self, shard: int, info: dict) -> None:
-        s = self.shards.setdefault(shard, {"shard": shard, "attempts": 0, "round": 0})
-        if info.get("phase") == "start":           # attempts count per round
-            s["attempts"] = s["attempts"] + 1 if info.get("round") == s["round"] else 1
-        s.update(info)
-
-    def snapshot(self) -> dict[int, dict]:
-        return self.shards
-
-
 def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shards: int | None
                 = None, threads: int = 1, progress: bool = True, overwrite: bool = False,
                 on_progress: Callable[[list[dict]], None] | None = None) -> Path:
@@ -193,7 +178,9 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
     out = Path(out)
     if check_out(cfg, out, overwrite):
         return out
-    import_ray()
+    kind, arg = parse_ray(ray)
+    if kind == "address" and not import_ray().is_initialized():
+        _check_address(str(arg))          # fail within seconds, before loading anything
     probe = open_cfg_probe(cfg)
     from dissect.models import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
@@ -299,15 +286,19 @@ class _Driver:
         total = sum(hi - lo for lo, hi in self.plan)
         bar = tqdm(total=total, unit="img", desc=f"{phase} ({len(specs)} shards)",
                    disable=not self.progress, dynamic_ncols=True)
-        while todo:
-            ready, _ = self.ray.wait(list(todo), num_returns=1, timeout=1.0)
-            for ref in ready:
-                spec = todo.pop(ref)
-                results[spec.shard] = self._get(ref, spec)
-                self._save(rnd, spec, results[spec.shard])
-            self._report(phase, results, specs, bar)
-        self._report(phase, results, specs, bar, force=True)
-        bar.close()
+        try:
+            while todo:
+                ready, _ = self.ray.wait(list(todo), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    spec = todo.pop(ref)
+                    results[spec.shard] = self._get(ref, spec)
+                    self._save(rnd, spec, results[spec.shard])
+                self._report(phase, results, specs, bar)
+            self._report(phase, results, specs, bar, force=True)
+        finally:
+            bar.close()
+            for ref in todo:               # interrupted or failed: stop the other shards
+                self.ray.cancel(ref)
         return results
 
     def _get(self, ref, spec: ShardSpec) -> dict:
@@ -351,7 +342,7 @@ class _Driver:
     # ---- the run
     def run(self) -> None:
         cfg, ray = self.cfg, self.ray
-        self.board = ray.remote(num_cpus=0)(_Board).remote()
+        self.board = ray.remote(num_cpus=0)(ShardBoard).remote()
         specs = self._specs()
         fwd = ray.remote(forward_shard)
         tal = ray.remote(tally_shard)
