@@ -23,103 +23,25 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from dissect.dissection import (DissectConfig, _clean_worker_error, _concept_tables,
                                 _layer_shapes, check_out, new_writer, open_cfg_probe)
+from dissect.cluster import check_address, import_ray, parse_ray, ray_cluster
 from dissect.errors import RunError
 from dissect.runs import atomic_write, reserve
 from dissect.shard import ShardError, ShardSpec, forward_shard, probe_fingerprint, tally_shard
 from dissect.shard_board import ShardBoard
-from dissect.stats import Histogram, MinMax, TailQuantile, TopK
+from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 
-INSTALL = "install it with `pip install 'ray[default]'` (or `pip install -e '.[ray]'`)"
-CONNECT_TIMEOUT = 5.0        # seconds to wait for a cluster address to answer
 MAX_RETRIES = 3              # Ray retries of a shard whose worker process died
-
-
-def import_ray():
-    """The ray module, or RunError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise RunError(f"--ray needs Ray, which is not installed: {INSTALL}") from None
-    return ray
-
-
-def parse_ray(spec: str) -> tuple[str, int | str]:
-    """'local' / 'local:N' -> ('local', N); anything else -> ('address', spec)."""
-    spec = (spec or "").strip()
-    if spec == "local" or spec.startswith("local:"):
-        _, _, n = spec.partition(":")
-        try:
-            cpus = int(n) if n else (os.cpu_count() or 1)
-        except ValueError:
-            raise RunError(f"--ray {spec}: use local, local:N (N workers) or a cluster address "
-                           "HOST:PORT") from None
-        if cpus < 1:
-            raise RunError(f"--ray {spec}: N must be at least 1")
-        return "local", cpus
-    if not spec:
-        raise RunError("--ray needs local, local:N or a cluster address HOST:PORT")
-    return "address", spec
-
-
-def _check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """RunError within `timeout` s when nothing answers at HOST:PORT (ray.init would hang)."""
-    if address == "auto":
-        return
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise RunError(f"--ray {address}: a cluster address is HOST:PORT (the one "
-                       "`ray start --head` prints, port 6379 by default), or local[:N]")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as e:
-        raise RunError(f"--ray {address}: no Ray cluster answered within {timeout:.0f} s "
-                       f"({e.strerror or e}); start one with `ray start --head` on that machine, "
-                       "check the address and firewall, or use --ray local:N") from None
-
-
-@contextmanager
-def ray_cluster(spec: str, threads: int = 1) -> Iterator[int]:
-    """Connect to (or start) the Ray cluster `spec` names; yields its CPU count.
-
-    A Ray already initialised in this process is used as it is (and left running); one started
-    here is shut down on exit. Local clusters listen on 127.0.0.1 only, without a dashboard.
-    """
-    ray = import_ray()
-    kind, arg = parse_ray(spec)
-    started = False
-    if not ray.is_initialized():
-        if kind == "local":
-            ray.init(num_cpus=int(arg) * max(1, threads), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", log_to_driver=False,
-                     configure_logging=False)
-        else:
-            _check_address(str(arg))
-            try:
-                ray.init(address=str(arg), log_to_driver=False, configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise RunError(f"--ray {arg}: could not join the Ray cluster ({e}); is it "
-                               "running `ray start --head`, with the same Ray version?") from None
-        started = True
-    try:
-        yield int(ray.cluster_resources().get("CPU", 1))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def plan_shards(n: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
@@ -180,7 +102,7 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
         return out
     kind, arg = parse_ray(ray)
     if kind == "address" and not import_ray().is_initialized():
-        _check_address(str(arg))          # fail within seconds, before loading anything
+        check_address(str(arg))           # fail within seconds, before loading anything
     probe = open_cfg_probe(cfg)
     from dissect.models import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
@@ -222,7 +144,8 @@ class _Driver:
     # ---- shard specs and tasks
     def _specs(self) -> list[ShardSpec]:
         token = ""
-        if self.cfg.keep_acts:
+        alive = [nd for nd in self.ray.nodes() if nd.get("Alive")]
+        if self.cfg.keep_acts and len(alive) == 1:   # one machine: acts.npy as a local run
             token = self._acts_files()
         pause = float(os.environ.get("DISSECT_SHARD_PAUSE") or 0)
         fp = probe_fingerprint(self.probe)
@@ -370,10 +293,8 @@ class _Driver:
         t0 = time.perf_counter()
         concepts, cats, lut, cc = _concept_tables(self.probe)
         for L in layers.values():
-            L.tally = None
-            L.hist = Histogram(edges[L.name])
-            from dissect.stats import IoUTally
             L.tally = IoUTally(L.shape[0], len(concepts), len(cats))
+            L.hist = Histogram(edges[L.name])
         for s in specs:
             for name, st in r2[s.shard]["layers"].items():
                 layers[name].add_tally(st)
@@ -383,9 +304,12 @@ class _Driver:
                 L.cache = np.load(self.cache / f"{L.name}.acts16.npy", mmap_mode="r")
         merge += time.perf_counter() - t0
         self.timings["merge"] = round(merge, 3)
+        for row in self.writer.info.get("shards", []):    # each shard's own compute time
+            row["seconds"] = {"forward": r1[row["shard"]].get("seconds"),
+                              "tally": r2[row["shard"]].get("seconds")}
         if cfg.keep_acts and not acts:
-            self.writer.info["acts"] = ("not kept: the workers do not share this run folder, "
-                                        "so their activations stayed on their nodes")
+            self.writer.info["acts"] = ("not kept: the shards ran on other machines than this "
+                                        "run folder's, and their activations stay there")
             print(f"note: {self.out} gets no acts.npy ({self.writer.info['acts']})",
                   file=sys.stderr)
 

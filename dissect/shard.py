@@ -165,6 +165,7 @@ def forward_shard(spec: ShardSpec, board=None) -> dict:
     rep = _Reporter(board, spec)
 
     def run():
+        t0 = time.perf_counter()
         rep.event(phase="start", round=1, pid=os.getpid(), node=node_name(),
                   node_id=_node_id())
         cfg = _config(spec)
@@ -178,6 +179,7 @@ def forward_shard(spec: ShardSpec, board=None) -> dict:
                 "maps": torch.from_numpy(L.topk_maps(spec.rows[0])),
             }
             del L.cache, L.imgmax
+        out["seconds"] = round(time.perf_counter() - t0, 3)
         rep.event(phase="forward done")
         return out
     return _guard(spec, run)
@@ -193,6 +195,7 @@ def tally_shard(spec: ShardSpec, thresholds: dict, edges: dict, board=None) -> d
     def run():
         from dissect.dissection import _concept_tables, _Layer, _phase2
         from dissect.stats import Histogram
+        t0 = time.perf_counter()
         rep.event(phase="start", round=2, pid=os.getpid(), node=node_name(),
                   node_id=_node_id())
         cfg = _config(spec)
@@ -220,6 +223,7 @@ def tally_shard(spec: ShardSpec, thresholds: dict, edges: dict, board=None) -> d
         for L in layers.values():
             del L.cache, L.imgmax
         shutil.rmtree(folder, ignore_errors=True)
+        out["seconds"] = round(time.perf_counter() - t0, 3)
         rep.event(phase="tally done")
         return out
     return _guard(spec, run)

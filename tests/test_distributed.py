@@ -18,7 +18,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from dissect.dissection import DissectConfig, dissect  # noqa: E402
-from dissect.distributed import _check_address, dissect_ray, import_ray, plan_shards  # noqa: E402
+from dissect.cluster import check_address, import_ray  # noqa: E402
+from dissect.distributed import dissect_ray, plan_shards  # noqa: E402
 from dissect.errors import RunError  # noqa: E402
 from dissect.synthetic_broden import make_synthetic_broden  # noqa: E402
 
@@ -81,10 +82,10 @@ def test_address_that_does_not_answer_fails_fast(probe, tmp_path, capsys):
                  str(tmp_path / "r")]) == 2
     assert "no Ray cluster answered" in capsys.readouterr().err
     with pytest.raises(RunError, match="no Ray cluster answered"):
-        _check_address("192.0.2.123:6379")           # TEST-NET: nothing ever answers
+        check_address("192.0.2.123:6379")           # TEST-NET: nothing ever answers
     assert time.monotonic() - t < 10
     with pytest.raises(RunError, match="HOST:PORT"):
-        _check_address("nonsense")
+        check_address("nonsense")
     assert not (tmp_path / "r").exists()             # nothing written
 
 
