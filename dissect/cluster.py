@@ -64,6 +64,21 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
                        "check the address and firewall, or use --ray local:N") from None
 
 
+def start_local(cpus: int, attempts: int = 3) -> None:
+    """ray.init a local cluster of `cpus` CPUs on 127.0.0.1, without a dashboard. Ray gives its
+    raylet 30 s to start; a machine under heavy load can miss that, so try again."""
+    import ray
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     log_to_driver=False, configure_logging=False)
+            return
+        except Exception as e:   # ray raises a bare Exception for the startup timeout
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == attempts - 1:
+                raise RunError(f"--ray local: the local Ray cluster did not start ({e})") from None
+
+
 @contextmanager
 def ray_cluster(spec: str, threads: int = 1) -> Iterator[int]:
     """Connect to (or start) the Ray cluster `spec` names; yields its CPU count.
@@ -76,9 +91,7 @@ def ray_cluster(spec: str, threads: int = 1) -> Iterator[int]:
     started = False
     if not ray.is_initialized():
         if kind == "local":
-            ray.init(num_cpus=int(arg) * max(1, threads), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", log_to_driver=False,
-                     configure_logging=False)
+            start_local(int(arg) * max(1, threads))
         else:
             check_address(str(arg))
             try:
