@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dissect.stats import IoUTally
-from dissect.tally import BatchLabels, pixel_cells
+from dissect.tally import BatchLabels, grid_shape, pixel_cells
 
 _PAIR = ("pair_img", "pair_unit", "pair_act")
 _PC = ("pc_pair", "pc_col", "pc_count")
@@ -76,6 +76,25 @@ class PerImageStats:
         self.parts: dict[str, list[torch.Tensor]] = {k: [] for k in names}
         cy, cx = pixel_cells(*self.mask_size, self.grid)
         self._cell_of_pixel = (cy[:, None] * self.grid[1] + cx[None, :]).reshape(-1)
+
+    @classmethod
+    def for_layer(cls, cfg, probe, shape: tuple[int, int, int], concepts: int,
+                  categories: int) -> "PerImageStats":
+        """Empty statistics for a layer of output `shape` (K, h, w) on `probe` (cells with --null)."""
+        return cls(len(probe), shape[0], concepts, categories, grid_shape(*shape[1:]),
+                   probe.mask_size, cells=int(getattr(cfg, "null", 0) or 0) > 0)
+
+    def merge(self, other: "PerImageStats") -> None:
+        """Add another shard's statistics (disjoint images, global image indices)."""
+        st = other.state_dict()
+        for key in self.parts:
+            v = st[key]
+            if key in ("pc_pair", "cell_pair"):
+                v = v + self.pairs
+            self.parts[key].append(v)
+        self.present |= st["present"]
+        self.image_level |= st["image_level"]
+        self.pairs += int(st["pairs"])
 
     def add(self, inc: dict, labels: BatchLabels, index: torch.Tensor) -> None:
         """Add one batch: `inc` from tally_batch(detail=True), its labels, global image indices."""
