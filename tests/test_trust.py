@@ -74,6 +74,10 @@ def test_null_npz_holds_the_distributions(planted):
     assert z["null"].shape == (len(u), 999) and z["loc_null"].shape == (len(u), 999)
     p = permutation_p(z["observed"], z["null"])
     np.testing.assert_allclose(p, u["p_value"], rtol=1e-6)
+    from dissect.export import export_run
+    for fmt, read in (("csv", pd.read_csv), ("parquet", pd.read_parquet)):
+        table = read(export_run(out, fmt, out=out.parent / f"units.{fmt}")[0])
+        assert {"iou_heldout", *NULL_COLUMNS} <= set(table.columns)
 
 
 def test_per_image_statistics_reproduce_the_tally(tmp_path, monkeypatch):

@@ -84,6 +84,9 @@ def main(args: argparse.Namespace) -> int:
         cache_dtype=args.cache_dtype, keep_acts=not args.no_acts, null=args.null,
         heldout=args.heldout, baseline=args.baseline)
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    if args.ray and args.baseline:
+        raise RunError(f"--baseline {args.baseline} runs on one machine (it needs the whole "
+                       "activation cache); drop --ray, or drop --baseline")
     try:
         if args.ray:
             from dissect.distributed import dissect_ray
