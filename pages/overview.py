@@ -7,7 +7,8 @@ import streamlit as st
 
 from dissect.render import category_color
 from studio import common
-from studio.data import iou_threshold, layer_summary, units_table
+from dissect.baselines import baseline_counts
+from studio.data import get_run, iou_threshold, layer_summary, units_table
 
 ctx = common.need_run()
 units = units_table(ctx.path, ctx.layer, ctx.stamp)
@@ -32,6 +33,17 @@ if m:
     best_row = units.loc[units["iou"].idxmax()]
     c4.metric(f"Best unit: {int(best_row['unit'])} · {best_row['label']}",
               f"{best_row['iou']:.3f}")
+
+baselines = baseline_counts(get_run(ctx.path, ctx.stamp), ctx.layer)
+if baselines:
+    names = {"rotation": "randomly rotated unit basis", "random-init": "same network, random weights"}
+    b_cols = st.columns(len(baselines) + 1)
+    b_cols[0].metric("This layer", f"{n} / {m}", f"{k} concepts", delta_color="off",
+                     help="Interpretable units and their distinct concepts")
+    for col, (name, c) in zip(b_cols[1:], baselines.items()):
+        col.metric(f"Baseline: {names.get(name, name)}", f"{c['interpretable']} / {c['units']}",
+                   f"{c['unique']} concepts", delta_color="off",
+                   help="The same counts for the baseline (Bau et al. 2017): --baseline " + name)
 
 cats = sorted(units["category"].unique())
 colors = {c: category_color(c) for c in cats}

@@ -74,7 +74,7 @@ if "p_value" in row and pd.notna(row["p_value"]):
     m1, m2, m3, m4, m5, m6 = st.columns(6)
     m1.metric("Held-out IoU", f"{row['iou_heldout']:.3f}",
               help="Label chosen on one half of the images, IoU measured on the other")
-    m2.metric("95% interval", f"{row['iou_lo']:.3f}–{row['iou_hi']:.3f}",
+    m2.metric("95% interval", f"{row['iou_lo']:.2f}–{row['iou_hi']:.2f}",
               help="Image bootstrap of the label's IoU")
     m3.metric("Label stability", f"{row['label_stability']:.0%}"
               if pd.notna(row["label_stability"]) else "—",
