@@ -282,7 +282,10 @@ def explain_run(path, layers: Sequence[str] | None = None, length: int = 3, beam
         merged = table.merge(df, on="unit", how="left")
         if null == 0:
             merged = merged.drop(columns=["formula_p_value"])
-        merged["formula"] = merged["formula"].fillna("")
+        for col, empty in (("formula", ""), ("formula_searched", ""), ("formula_exact", ""),
+                           ("formula_length", 0)):
+            merged[col] = merged[col].fillna(empty)
+        merged["formula_length"] = merged["formula_length"].astype(int)
         write_csv(run.layer_dir(layer) / "units.csv", merged)
         summary.update(layer=layer, heldout=heldout, seed=seed,
                        heldout_images=int(measure.sum()))
