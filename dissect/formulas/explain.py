@@ -291,6 +291,11 @@ def explain_run(path, layers: Sequence[str] | None = None, length: int = 3, beam
                        heldout_images=int(measure.sum()))
         write_json(run.layer_dir(layer) / "formulas.json", summary)
         out[layer] = summary
+    info = run.info                 # rewriting run.json tells the app to read units.csv again
+    info.setdefault("formulas", {}).update(
+        {layer: {k: s[k] for k in ("length", "beam", "null", "seed", "heldout")}
+         for layer, s in out.items()})
+    write_json(run.path / "run.json", info)
     return out
 
 
