@@ -139,3 +139,36 @@ def test_null_flag_defaults_to_1000():
     assert build_parser().parse_args(base + ["--null"]).null == 1000
     assert build_parser().parse_args(base + ["--null", "50"]).null == 50
     assert build_parser().parse_args(base).null == 0
+
+
+def test_pages_show_verdicts_filters_and_nulls(planted, tmp_path, monkeypatch):
+    """Unit detail says the verdict in words; the browser filters on significant; the overview
+    counts significant units (real AppTest on the planted --null run)."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+    out, u = planted
+    shutil.copytree(out, tmp_path / "planted")
+    monkeypatch.setenv("DISSECT_RUNS", str(tmp_path))
+
+    def page(name: str, **params) -> AppTest:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        for k, v in {"run": "planted", "layer": "units", **params}.items():
+            at.query_params[k] = str(v)
+        at.run()
+        if name:
+            at.switch_page(name)
+            at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    said = lambda at: "\n".join(str(e.value) for e in at.markdown)  # noqa: E731
+    assert "Verdict: co-occurs only" in said(page("pages/unit_detail.py", unit=2))
+    detail = page("pages/unit_detail.py", unit=0)
+    assert "Verdict: localised detector" in said(detail)
+    assert [m.label for m in detail.metric][:2] == ["Held-out IoU", "95% interval"]
+    browser = page("pages/unit_browser.py", sig=1)
+    n_sig = int(u["significant"].sum())
+    assert any(f"Cards ({n_sig})" in t.label for t in browser.tabs)
+    overview = page("")
+    assert f"{n_sig} significant (q ≤ 0.05)" in said(overview)
