@@ -27,15 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dissect.errors import TraceError
 from dissect.hooks import capture, get_layer, intervene
 
 CORRUPTIONS = ("noise", "blur", "gray")
 NOISE_SCALE = 3.0
 SAME_TOL = 1e-5        # a cell counts as unchanged when max |clean − corrupt| ≤ tol · max |clean|
-
-
-class TraceError(ValueError):
-    """A bad tracing request (unknown corruption, concept absent, no layer)."""
 
 
 # ---- corruption ------------------------------------------------------------------------------
