@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="world seed (toyworld) and noise seed")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the JSON, with each image's grids, to FILE (atomically)")
     p.set_defaults(handler=main)
 
 
@@ -75,6 +77,19 @@ def main(args: argparse.Namespace) -> int:
     out.update({"model": lm.name, "weights": lm.weights, "concept": args.concept,
                 "corrupt": args.corrupt, "probe": spec, "seed": args.seed,
                 "image_rows": [int(r) for r in rows]})
+    if args.out:
+        from pathlib import Path
+
+        import numpy as np
+        full = dict(out, per_image=[
+            {"row": int(r), "p_clean": float(res.p_clean[b]), "p_corrupt": float(res.p_corrupt[b]),
+             "grids": {l: np.round(res.cells[l][b], 5).tolist() for l in res.cells}}
+            for b, r in enumerate(rows)])
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(full))
+        tmp.replace(path)
     if args.json:
         print(json.dumps(out))
         return 0
