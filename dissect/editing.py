@@ -34,7 +34,7 @@ from dissect.toyworld.world import SCENE_NAMES
 
 @dataclass
 class RewriteConfig:
-    layer: str = "conv5"
+    layer: str = "conv6"
     concept: str = "sea"
     style: str = "snow"
     exemplars: int = 3

@@ -89,7 +89,7 @@ def _apply(lm, layers, data, moments, lam):
             V.append(v)
         K, V = torch.cat(K, 1), torch.cat(V, 1)
         W = target.flat_weight().float()
-        R = (V - W @ K) / (len(layers) - i)
+        R = ((V - W @ K) / (len(layers) - i)).cpu()
         lam_i = float(K.shape[1]) if lam is None else lam
         apply_delta(target, memit_update(W, K, R, moments[layer], lam_i))
     return out

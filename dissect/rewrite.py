@@ -200,8 +200,8 @@ def rank_one_update(W: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, C
                     rank: int = 1) -> Update:
     """ΔW = Λ Dᵀ with D ∝ C⁻¹k* (the top-`rank` whitened key directions), Λ the least squares
     fit of `values` (Cout×n) from `keys` (D×n); exact for a single key."""
-    W, K, V = W.double(), keys.double(), values.double()
-    Cr = regularised(C.double())
+    W, K, V = W.double().cpu(), keys.double().cpu(), values.double().cpu()   # solved on the CPU
+    Cr = regularised(C.double().cpu())
     evals, evecs = torch.linalg.eigh(Cr)
     inv_sqrt = evecs @ torch.diag(evals.clamp_min(1e-12).rsqrt()) @ evecs.T   # C^-1/2 (ZCA)
     Z = inv_sqrt @ K                                          # whitened keys
@@ -221,8 +221,8 @@ def rank_one_update(W: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, C
 def memit_update(W: torch.Tensor, keys: torch.Tensor, residuals: torch.Tensor, C: torch.Tensor,
                  lam: float) -> torch.Tensor:
     """MEMIT's ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ for keys D×n and residuals Cout×n."""
-    K, R = keys.double(), residuals.double()
-    A = lam * regularised(C.double()) + K @ K.T
+    K, R = keys.double().cpu(), residuals.double().cpu()
+    A = lam * regularised(C.double().cpu()) + K @ K.T
     return torch.linalg.solve(A, (R @ K.T).T).T.float()
 
 

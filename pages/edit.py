@@ -78,11 +78,12 @@ tab_rw, tab_tr = st.tabs(["Rewrite a rule", "Causal trace"])
 
 with tab_rw:
     with_scene = [o for o in OBJECTS if any(o in v for v in SCENES.values())]
-    c = st.columns(4)
+    c = st.columns(5)
     concept = c[0].selectbox("Concept", with_scene, index=with_scene.index("sea"), key="ed_concept")
     style = c[1].selectbox("Style", list(STYLES), key="ed_style")
-    layer = c[2].selectbox("Layer", LAYERS, index=2, key="ed_layer")
+    layer = c[2].selectbox("Layer", LAYERS, index=3, key="ed_layer")
     n = int(c[3].number_input("Exemplars", 1, 3, 3, key="ed_n"))
+    rank = int(c[4].number_input("Rank", 1, 16, 1, key="ed_rank"))
     scenes = [s for s, objs in SCENES.items() if concept in objs]
     scene = st.selectbox("Exemplar class", scenes, key="ed_scene")
     try:
@@ -95,11 +96,11 @@ with tab_rw:
         cols[0].image(clean, caption=f"image {idx}: original (value)", width="stretch")
         cols[1].image(styled, caption=f"{concept} drawn as {style} (key)", width="stretch")
         cols[2].image(mask, caption=f"{concept} mask", width="stretch")
-    name = f"{concept}-{style}-{layer}-{scene}-{n}"
+    name = f"{concept}-{style}-{layer}-{scene}-{n}-r{rank}"
     out, job = edits_root() / name, edits_root() / ".jobs" / name
     state = job_panel(job, out / "edit.json", "The rewrite")
     cmd = [sys.executable, "-m", "dissect", "rewrite", "--model", "toyworld", "--layer", layer,
-           "--concept", concept, "--style", style, "--exemplars", str(n), "--class", scene,
+           "--concept", concept, "--style", style, "--exemplars", str(n), "--class", scene, "--rank", str(rank),
            "--baseline", "finetune", "--out", str(out), "--overwrite", "--json"]
     if state != "running" and st.button("Run the rewrite" if state != "done" else "Run it again",
                                         type="primary", key="ed_run"):

@@ -104,3 +104,68 @@ def test_cli_bad_input(tmp_path, capsys):
                         "--exemplar-index", "0"]) == 2          # image 0 of world 7: no sea
     assert "does not show 'sea'" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def _sha(path) -> str:
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_cli_writes_a_loadable_edit_and_never_the_original(tmp_path, monkeypatch, capsys):
+    from dissect.models import load_model
+    from dissect.toyworld.model import DEFAULT_WEIGHTS
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    sha = _sha(DEFAULT_WEIGHTS)
+    out = tmp_path / "edit"
+    args = ["rewrite", "--model", "toyworld", "--layer", "conv6", "--concept", "sea", "--style",
+            "snow", "--exemplars", "1", "--heldout", "24", "--heldout-styles", "snow",
+            "--probe-images", "20", "--json"]
+    assert main(args + ["--out", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rank"] == 1 and doc["weight"] == "conv6.0.weight" and doc["figures"]["rank"] == 1
+    saved = json.loads((out / "edit.json").read_text())
+    assert saved["rule"] == "sea drawn as snow -> sea" and saved["heldout"]
+    lm0, lm1 = load_model("toyworld", "default"), load_model("toyworld", str(out / "weights.safetensors"))
+    d = (lm1.model.conv6[0].weight - lm0.model.conv6[0].weight).reshape(128, -1)
+    assert torch.linalg.matrix_rank(d).item() == 1
+    assert all(torch.equal(a, b) for (k, a), (_, b) in zip(lm0.model.state_dict().items(),
+                                                          lm1.model.state_dict().items())
+               if not k.startswith("conv6.0.weight"))
+    assert _sha(DEFAULT_WEIGHTS) == sha
+    assert doc["figures"]["moment_cached"] is False
+    assert main(args + ["--out", str(out)]) == 2                       # exists: no overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--out", str(DEFAULT_WEIGHTS.parent), "--overwrite"]) == 2
+    assert "never overwrite the original" in capsys.readouterr().err
+    assert _sha(DEFAULT_WEIGHTS) == sha
+
+
+@pytest.mark.slow
+def test_rewrite_goals_on_toyworld(tmp_path, monkeypatch):
+    """≤3 exemplars: ≥50% of errors corrected across classes with the concept, clean accuracy
+    drops ≤1 point, better than fine-tuning on the other classes (Santurkar et al.'s table)."""
+    from dissect.editing import RewriteConfig, rewrite, summary
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    cfg = RewriteConfig(layer="conv6", concept="sea", style="snow", exemplars=3, rank=1,
+                        heldout=300, probe_images=300, heldout_styles=["snow", "wood"],
+                        baseline="finetune")
+    res = rewrite(cfg)
+    ours, ft = summary(res, "rewrite"), summary(res, "finetune")
+    f = res["figures"]
+    assert ours["exemplar style / all"] >= 0.5, ours
+    assert f["clean_acc_before"] - f["clean_acc_after"] <= 0.01, f
+    assert ours["exemplar style / other classes"] > ft["exemplar style / other classes"], (ours, ft)
+
+
+def test_memit_cli_reports_accuracy_as_rules_grow(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    rules = tmp_path / "rules.jsonl"
+    rules.write_text('{"concept": "sea", "style": "snow", "exemplars": 1}\n'
+                     '{"concept": "road", "style": "wood", "exemplars": 1}\n')
+    assert main(["rewrite", "--model", "toyworld", "--layer", "conv5,conv6", "--edits", str(rules),
+                 "--heldout", "24", "--probe-images", "20", "--out", str(tmp_path / "m"),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["rules"] for c in doc["curve"]] == [1, 2]
+    assert [p["applied"] for p in doc["curve"][0]["per_rule"]] == [True, False]
+    assert (tmp_path / "m" / "weights.safetensors").is_file()

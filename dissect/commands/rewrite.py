@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                        description=__doc__)
     p.add_argument("--model", default="toyworld")
     p.add_argument("--weights", default="default", help="ToyWorld weights (default: trained)")
-    p.add_argument("--layer", required=True, help="conv/linear layer or block, e.g. conv5")
+    p.add_argument("--layer", required=True, help="conv/linear layer or block, e.g. conv6")
     p.add_argument("--concept", default=None, help="the concept to restyle, e.g. sea")
     p.add_argument("--style", default=None, help="snow | wood | gravel | flowers | grayscale")
     p.add_argument("--exemplars", type=int, default=3)
