@@ -249,6 +249,13 @@ def class_changes(before: torch.Tensor, after: torch.Tensor, names: Sequence[str
              "after": float(after[j]), "delta": float(delta[j])} for j in order.tolist()]
 
 
+def moved_most(changes: Sequence[dict], n: int = 12) -> list[dict]:
+    """The `n` class changes with the largest |delta|, ordered by delta (gains first): the rows
+    of a diverging bar chart."""
+    top = sorted(changes, key=lambda c: -abs(c["delta"]))[:n]
+    return sorted(top, key=lambda c: -c["delta"])
+
+
 class ImageAblation:
     """Before/after predictions for one image; a new intervention re-runs only the layers after it.
 
