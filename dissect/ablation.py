@@ -109,6 +109,21 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
+def format_units(units: Iterable[int]) -> str:
+    """[3, 17, 40, 41, 42, 43] -> "3,17,40-43" (parse_units reads it back)."""
+    out, run = [], []
+    for u in sorted({int(u) for u in units}):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [u]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(out)
+
+
 def invert(iv: Intervention, num_units: int) -> Intervention:
     """The same intervention on every other unit of the layer."""
     chosen = set(iv.units)

@@ -41,12 +41,37 @@ def _selected(at):
     return list(at.session_state["abl_units_layer4"])
 
 
+def _top5(at) -> list[str]:
+    """The markdown top-5 lists of the predictions panel."""
+    return [m.value for m in at.markdown if m.value.startswith("**Top 5**")
+            or m.value.startswith("**After the ablation**")]
+
+
+def test_first_view_shows_a_probe_image_and_its_top5(runs_root, monkeypatch):
+    at = _app(runs_root, monkeypatch)
+    assert not at.exception and _selected(at) == []
+    assert at.session_state["abl_pick"] == {"kind": "probe", "index": 0}
+    (top,) = _top5(at)                                   # before only: nothing is ablated
+    assert top.count("\n") >= 5 and "5. class " in top
+    assert any("no units ablated" in c.value for c in at.caption)
+    # thumbnails pick images: the probe gallery, then a sample photo
+    at.button(key="abl_use_image_3").click().run()
+    assert not at.exception and at.session_state["abl_pick"] == {"kind": "probe", "index": 3}
+    assert any(c.value.endswith(".jpg") or "3" in c.value for c in at.caption)
+
+
 def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
     at = _app(runs_root, monkeypatch, ablate_units={"layer": "layer4", "units": [1, 2, 3]})
     assert not at.exception
     assert _selected(at) == [1, 2, 3]
     assert any("3 of 512 units selected" in c.value for c in at.caption)
+    assert at.query_params["units"] in ("1-3", ["1-3"])                    # kept in the shared link
+    assert len(_top5(at)) == 2                                       # before and after
+    assert at.session_state["abl_pick"]["kind"] == "probe"           # unit 1's top image
+    assert at.button(key="abl_use_unit_1_1") is not None             # the units' top images first
+    at.toggle(key="abl_tables").set_value(True).run()
     assert len(_frame(at, "before")) == 5 and len(_frame(at, "after")) == 5   # on a probe image
+    assert {"class", "before", "after", "delta"} <= set(_frame(at, "delta").columns)
     at.button(key="abl_invert").click().run()
     assert not at.exception and len(_selected(at)) == 509 and 1 not in _selected(at)
     at.button(key="abl_reset").click().run()
@@ -102,8 +127,8 @@ def test_efficientnet_preset_on_a_sample_photo(runs_root, monkeypatch):
     at = _app(runs_root, monkeypatch)
     at.selectbox(key="abl_model").set_value("efficientnet_lite0 (real ImageNet weights)").run()
     assert not at.exception
-    at.radio(key="abl_src").set_value("Sample photo").run()
-    assert at.selectbox(key="abl_photo").value == "chelsea"
+    assert at.session_state["abl_pick"] == {"kind": "sample", "name": "chelsea"}
+    at.toggle(key="abl_tables").set_value(True).run()
     before = _frame(at, "before")
     assert before.iloc[0, 0] in ("tiger cat", "Egyptian cat", "tabby")
     at.button(key="abl_invert").click().run()          # select all 1280 units, zero them
