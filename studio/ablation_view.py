@@ -128,7 +128,8 @@ def effect_view(result, image, name: str, iv, ablated: bool) -> None:
     """The image, its top-5 before (and after), and the diverging chart of what moved."""
     with st.container(key="abl_effect"):
         c1, c2, c3 = st.columns([1.2, 1.3, 3])
-        c1.image(image, caption=name.rsplit("/", 1)[-1], width="stretch")
+        short = name.replace("\\", "/").rsplit("/", 1)[-1]      # never a server path
+        c1.image(image, caption=short, width="stretch")
         with c2.container(key="abl_predictions"):
             st.markdown(_top_list("Top 5", result.before))
             if ablated:
@@ -141,7 +142,7 @@ def effect_view(result, image, name: str, iv, ablated: bool) -> None:
                 st.plotly_chart(diverging_chart(result.changes), key="abl_effect_chart")
             else:
                 st.info("No class moved by 0.01 % or more.")
-            st.caption(f"{iv.describe() if ablated else 'no units ablated'} · {name}")
+            st.caption(f"{iv.describe() if ablated else 'no units ablated'} · {short}")
         if st.toggle("Show the before/after tables", key="abl_tables"):
             t1, t2, t3 = st.columns([1, 1, 2])
             t1.dataframe(pd.DataFrame(result.before, columns=["before", "p"]), hide_index=True)

@@ -135,3 +135,37 @@ def test_efficientnet_preset_on_a_sample_photo(runs_root, monkeypatch):
     assert not at.exception
     after = _frame(at, "after")
     assert after.iloc[0, 0] not in ("tiger cat", "Egyptian cat", "tabby")
+
+
+def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch):
+    """The unit page ranks the classes that lose accuracy without the unit (the importance
+    ranking, shared with the lab), and one click opens the lab with that unit ablated."""
+    from streamlit.testing.v1 import AppTest
+    from dissect.labelled import SetCache, open_labelled_set
+    from dissect.ablation import Intervention
+    from dissect.models import load_model
+    monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=240)
+    spec = f"folder:{runs_root / 'set'}"
+    at.session_state["loss_set"] = spec
+    for k, v in dict(run="r18", layer="layer4", unit=9).items():
+        at.query_params[k] = str(v)
+    at.run()
+    at.switch_page("pages/unit_detail.py")
+    at.run()
+    assert not at.exception
+    assert "What the network loses without this unit" in [s.value for s in at.subheader]
+    at.button(key="loss_compute").click().run()
+    assert not at.exception
+    lm = load_model("resnet18", "none")
+    real = SetCache(lm, open_labelled_set(spec, lm, limit=200), ["layer4"]).evaluate(
+        [Intervention("layer4", (9,))]).classes.set_index("class")
+    drop = real["acc_before"] - real["acc_after"]
+    if (drop > 0).any():          # the chart lists the classes that really lost accuracy
+        table = next(d.value for d in at.dataframe if "acc_drop" in d.value.columns)
+        assert table["acc_drop"].iloc[0] == pytest.approx(drop.max())
+    else:
+        assert any("loses accuracy" in i.value for i in at.info)
+    at.button(key="ablate_in_lab").click().run()
+    assert not at.exception
+    assert at.session_state["abl_units_layer4"] == [9]
