@@ -91,6 +91,7 @@ def unit_cards(page, url: str, clicks: int) -> list[float]:
     return times
 
 
+IDLE = "() => !document.querySelector('[data-testid=stStatusWidget] button, .stStatusWidget')"
 EFFECT_FOR = """n => { const e = document.querySelector('.st-key-abl_effect');
     return !!e && e.innerText.includes(': ' + n + ' unit(s)') && !!e.querySelector('.main-svg'); }"""
 
@@ -108,8 +109,10 @@ def ablation_lab(page, url: str, clicks: int) -> list[float] | None:
     times = []
     for n in range(1, clicks + 1):
         u = 37 * n % 512
-        picker.locator("input").click()
-        page.keyboard.type(f"{u} ")
+        page.wait_for_function(IDLE, timeout=180_000)
+        field = picker.locator("input").first
+        field.click()
+        field.fill(f"{u} ")
         option = page.get_by_role("option", name=re.compile(rf"^{u} · "))
         option.first.wait_for(timeout=60_000)
         t = time.perf_counter()

@@ -181,11 +181,10 @@ def main() -> None:
     spec = st.session_state["abl_set"]
     set_args = (model_name, weights, spec, layer, limit) if spec else None
 
-    def label_of(u: int) -> str:
-        if units_df is None or u >= len(units_df):
-            return str(u)
-        r = units_df.iloc[u]
-        return f"{u} · {r['label'] or '—'} ({float(r['iou']):.2f})"
+    labels = ({} if units_df is None else
+              {int(u): f"{int(u)} · {lab or '—'} ({float(iou):.2f})" for u, lab, iou in
+               zip(units_df["unit"], units_df["label"], units_df["iou"])})
+    label_of = lambda u: labels.get(u, str(u))  # noqa: E731
 
     c1, c2, c3, c4 = st.columns([5, 3, 0.8, 0.8], vertical_alignment="bottom")
     c1.multiselect("Units to ablate", list(range(k)), key=sel_key, format_func=label_of,
@@ -214,7 +213,9 @@ def main() -> None:
     result = None
     try:
         x, name = L.image_input(lm, pick, images, st.session_state.get("abl_upload_data"))
-        result = L.get_lab(model_name, weights).compare(x, [iv] if units else [], path=name)
+        # [iv] even with no units: the first view records the layer's replay, so the first
+        # units change runs only the layers after it
+        result = L.get_lab(model_name, weights).compare(x, [iv], path=name)
         V.effect_view(result, x.permute(1, 2, 0).numpy(), name, iv, bool(units))
     except USER_ERRORS as e:
         st.error(str(e))

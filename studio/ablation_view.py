@@ -176,12 +176,13 @@ def export(iv, units_df, result, set_result, run, model_name: str, weights: str)
     table = rows.assign(layer=iv.layer, mode=iv.mode, value=iv.value)
     if set_result is not None:
         table = table.assign(acc_before=set_result.acc_before, acc_after=set_result.acc_after)
-    c1, c2 = st.columns(2)
-    c1.download_button("Download JSON", json.dumps(payload, indent=1, default=float),
+    c1, c2 = st.columns(2)             # made on click (callables), not on every rerun
+    c1.download_button("Download JSON", lambda: json.dumps(payload, indent=1, default=float),
                        file_name="ablation.json", mime="application/json", key="abl_dl_json")
-    c2.download_button("Download CSV (units)", table.to_csv(index=False),
+    c2.download_button("Download CSV (units)", lambda: table.to_csv(index=False),
                        file_name="ablation_units.csv", mime="text/csv", key="abl_dl_csv")
     if set_result is not None:
         st.download_button("Download CSV (per-class accuracy)",
-                           set_result.classes.to_csv(index=False), file_name="ablation_classes.csv",
-                           mime="text/csv", key="abl_dl_classes")
+                           lambda: set_result.classes.to_csv(index=False),
+                           file_name="ablation_classes.csv", mime="text/csv",
+                           key="abl_dl_classes")
