@@ -1,4 +1,5 @@
-"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run} ...
+"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run,direction,
+readout,steer,tcav} ...
 
 Each subcommand lives in dissect/commands/<name>.py with `add_parser(subparsers)` and
 `main(args) -> int`. Known errors print one clear line and exit non-zero, never a traceback.
@@ -10,7 +11,8 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "direction",
+            "readout", "steer", "tcav"]
 
 
 def build_parser() -> argparse.ArgumentParser:

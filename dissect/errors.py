@@ -2,6 +2,7 @@
 from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
+from dissect.features import DirectionError
 
 
 class LayerError(ValueError):
@@ -16,4 +17,4 @@ class AblationError(ValueError):
     """A bad ablation request (unit out of range, unknown class, unreadable image, empty set)."""
 
 
-USER_ERRORS = (AblationError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)
+USER_ERRORS = (AblationError, DirectionError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)

@@ -39,6 +39,7 @@ class LabelledSet:
     load: Callable[[int], torch.Tensor]
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    source: object = None                  # the ToyWorld probe behind a toyworld set (else None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,11 +56,17 @@ def class_index(lm: LoadedModel) -> dict[str, int]:
 
 
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
-                      limit: int | None = None) -> LabelledSet:
-    """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too)."""
+                      limit: int | None = None, pair: str | None = None) -> LabelledSet:
+    """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too).
+
+    `pair="sun"` (toyworld only): N scenes with and without the sun; a twin that completes no
+    single scene is left out (counted in `skipped`)."""
     kind, _, arg = spec.partition(":")
     if kind == "toyworld":
-        return _toyworld_set(spec, arg, lm, seed, limit)
+        return _toyworld_set(spec, arg, lm, seed, limit, pair)
+    if pair is not None:
+        raise AblationError(f"--pair {pair} needs a ToyWorld set (toyworld:N), not '{spec}'; "
+                            "drop --pair")
     if kind == "folder" or (not arg and os.path.isdir(spec)):
         return _folder_set(spec, arg if kind == "folder" else spec, lm, limit)
     raise AblationError(f"unknown set '{spec}': use toyworld:N or folder:DIR (ImageFolder layout)")
@@ -117,13 +124,15 @@ def _readable(path: str) -> bool:
         return False
 
 
-def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None) -> LabelledSet:
+def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None,
+                  pair: str | None = None) -> LabelledSet:
     from dissect.probe import open_probe
     try:
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
-    probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"])
+    probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"],
+                       pair=pair)
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))
@@ -145,7 +154,7 @@ def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | 
                             "use --model toyworld for --set toyworld:N")
     paths = [str(probe.images.iloc[i]["path"]) if "path" in probe.images else str(i) for i in keep]
     return LabelledSet(spec, list(lm.class_names), np.asarray(labels, np.int64), paths,
-                       lambda j: probe[keep[j]].image, skipped=count - len(keep))
+                       lambda j: probe[keep[j]].image, skipped=count - len(keep), source=probe)
 
 
 # ---- metrics ---------------------------------------------------------------------------------
