@@ -149,7 +149,7 @@ def contrast_from_probe(lm, probe, concept: str, layer: str, pooling: str | None
     rows = getattr(probe, "rows", None)
     pair = None
     if getattr(probe, "pair", None) and rows is not None and "pair" in rows:
-        pair = rows["pair"].to_numpy(np.int64)[image]
+        pair = rows["pair"].astype(int).to_numpy(np.int64)[image]
     return Contrast(X, y, image, choose[image], concept, layer, pooling,
                     getattr(probe, "description", ""), pair, n_pos, len(probe) - n_pos)
 

@@ -41,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
     alphas = parse_alphas(args.alpha)
     d = load_direction(args.direction)
     lm = load(args)
+    check_direction(d, lm)
     check_direction(d, lm, channels=layer_info(lm, d.layer).shape[0])
     units = parse_top(args.units, d)
     info = {"direction": str(args.direction), "layer": d.layer, "concept": d.concept,
