@@ -114,6 +114,10 @@ def cached_set_features(lm, lset, layers: Sequence[str], pooling: str, batch_siz
     weights = Path(str(lm.weights))
     if weights.is_file():
         ident["mtime"] = os.path.getmtime(weights)
+    params = list(lm.model.parameters())
+    if params:        # retrained weights under the same name get new features
+        ident["params"] = hashlib.sha1(b"".join(
+            p.detach().float().cpu().numpy().tobytes() for p in (params[0], params[-1]))).hexdigest()
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
     path = _cache_dir() / f"{digest}.npz"
     if use_cache and path.is_file():

@@ -12,6 +12,7 @@ norm stays α·σ. Random controls are Gaussian directions over the same channel
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -172,3 +173,20 @@ class SteerIntervention:
 
     def describe(self) -> str:
         return f"{self.d.layer} steered {self.alpha:+g}·σ along '{self.d.concept}' ({self.d.method})"
+
+
+def saved_directions(runs_root) -> dict[str, Path]:
+    """{name: folder} of the directions saved under `<runs_root>/directions/` (the app saves there)."""
+    base = Path(runs_root) / "directions"
+    if not base.is_dir():
+        return {}
+    return {p.name: p for p in sorted(base.iterdir()) if (p / "direction.json").is_file()}
+
+
+def direction_intervention(folder, alpha: float, lm=None) -> SteerIntervention:
+    """The ablation lab's hook: a saved direction as an intervention (checked against `lm`)."""
+    from dissect.directions import check_direction, load_direction
+    d = load_direction(folder)
+    if lm is not None:
+        check_direction(d, lm)
+    return SteerIntervention(d, alpha)
