@@ -30,8 +30,10 @@ def test_directions_page_end_to_end(tmp_path, monkeypatch):
     assert len(at.get("plotly_chart")) == 0
     at.button(key="dir_read_go").click().run()
     assert not at.exception and len(at.get("plotly_chart")) == 1   # the readout line chart
+    at.text_input(key="dir_tcav_concepts").set_value("sun,sea")   # 60 images: few checkered
     at.button(key="dir_tcav_go").click().run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 2
     at.text_input(key="dir_with").set_value("sea")
     at.button(key="dir_dose_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
