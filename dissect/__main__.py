@@ -1,5 +1,5 @@
-"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run,direction,
-readout,steer,tcav} ...
+"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run,explain,
+direction,readout,steer,tcav,...} ...
 
 Each subcommand lives in dissect/commands/<name>.py with `add_parser(subparsers)` and
 `main(args) -> int`. Known errors print one clear line and exit non-zero, never a traceback.
@@ -11,8 +11,8 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "direction",
-            "readout", "steer", "tcav"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
+            "trace", "rewrite", "direction", "readout", "steer", "tcav"]
 
 
 def build_parser() -> argparse.ArgumentParser:

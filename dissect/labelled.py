@@ -56,14 +56,20 @@ def class_index(lm: LoadedModel) -> dict[str, int]:
 
 
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
-                      limit: int | None = None, pair: str | None = None) -> LabelledSet:
+                      limit: int | None = None, restyle: str | None = None,
+                      pair: str | None = None) -> LabelledSet:
     """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too).
 
+    `restyle="sea:snow"` (ToyWorld only): the same scenes with that concept in another style.
     `pair="sun"` (toyworld only): N scenes with and without the sun; a twin that completes no
-    single scene is left out (counted in `skipped`)."""
+    single scene is left out (counted in `skipped`).
+    """
     kind, _, arg = spec.partition(":")
+    if restyle and kind != "toyworld":
+        raise AblationError(f"--restyle {restyle} works on ToyWorld sets only (toyworld:N), "
+                            f"not on '{spec}'")
     if kind == "toyworld":
-        return _toyworld_set(spec, arg, lm, seed, limit, pair)
+        return _toyworld_set(spec, arg, lm, seed, limit, restyle, pair)
     if pair is not None:
         raise AblationError(f"--pair {pair} needs a ToyWorld set (toyworld:N), not '{spec}'; "
                             "drop --pair")
@@ -125,14 +131,14 @@ def _readable(path: str) -> bool:
 
 
 def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None,
-                  pair: str | None = None) -> LabelledSet:
+                  restyle: str | None = None, pair: str | None = None) -> LabelledSet:
     from dissect.probe import open_probe
     try:
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
     probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"],
-                       pair=pair)
+                       restyle=restyle, pair=pair)
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many images of --set")
     p.add_argument("--pair", default=None, metavar="OBJECT",
                    help="toyworld sets: each scene drawn with and without OBJECT")
+    p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
+                   help="toyworld sets: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--rank", type=int, default=0, metavar="N",
                    help="with --set: list each class's N most important units")
     p.add_argument("--rank-by", default="balanced", choices=["balanced", "acc", "logit"],
@@ -116,7 +118,7 @@ def _ablate(args: argparse.Namespace) -> int:
     layer = next(iter(plan))                       # the layer --rank / --control look at
 
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit,
-                             pair=args.pair) if args.set else None
+                             pair=args.pair, restyle=args.restyle) if args.set else None
     images = []
     if args.images:
         images = [(path, image_tensor(lm, path)) for path in args.images]

@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--segmenter", default=None, help="for folder: probes, e.g. color,ade20k")
     p.add_argument("--pair", default=None, metavar="OBJECT",
                    help="toyworld probes: each scene drawn with and without OBJECT")
+    p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
+                   help="toyworld probes: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--quantile", type=float, default=0.005, help="top fraction (default 0.005)")
     p.add_argument("--denominator", default="nd", choices=["nd", "netdissect-lite", "global"])
     p.add_argument("--iou-threshold", type=float, default=0.04)
@@ -37,9 +39,28 @@ def add_parser(sub) -> None:
                    help="activation cache: on-disk memmap (resumable) or RAM")
     p.add_argument("--cache-dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--no-acts", action="store_true", help="do not keep acts.npy in the run")
+    p.add_argument("--null", type=int, nargs="?", const=1000, default=0, metavar="B",
+                   help="permutation and roll nulls with B draws (default 1000 when given bare): "
+                        "p_value, q_value, significant, p_localised, iou_lo, iou_hi, "
+                        "label_stability in units.csv")
+    p.add_argument("--heldout", default="auto", choices=["auto", "split", "random"],
+                   help="iou_heldout halves: the probe's train/val split when it has one (auto), "
+                        "always it (split), or a seeded half (random)")
+    p.add_argument("--baseline", default="", choices=["rotation", "random-init"],
+                   help="label counts to compare with: the unit basis turned by a random "
+                        "rotation (cached activations, no new forward pass) or the same "
+                        "architecture with random weights (one extra run in RUN/baselines/)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", default=None, metavar="local[:N]|ADDRESS",
+                   help="shard over Ray: a local cluster of N workers, or a cluster's HOST:PORT")
+    p.add_argument("--shards", type=int, default=None,
+                   help="with --ray: shard count (default: the cluster's CPUs / threads)")
     p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--explain", action="store_true",
+                   help="also compute compositional formulas (as `python -m dissect explain`)")
+    from dissect.commands.explain import add_options
+    add_options(p, prefix="explain-")
     p.set_defaults(handler=main)
 
 
@@ -54,24 +75,37 @@ def main(args: argparse.Namespace) -> int:
     from dissect.errors import RunError
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
-    if args.threads:
+    if args.threads and not args.ray:       # with --ray: threads per shard
         torch.set_num_threads(args.threads)
+    if args.explain:
+        from dissect.formulas.explain import check_options
+        check_options(args.explain_length, args.explain_beam, getattr(args, "null", 0) or 0)
     if not 0 < args.quantile < 1:
         raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
     layers = [l.strip() for l in args.layer.split(",") if l.strip()]
     opts = {"categories": args.categories.split(",") if args.categories else None,
             "split": args.split, "limit": args.limit, "seed": args.seed,
-            "segmenter": args.segmenter, "pair": args.pair}
+            "segmenter": args.segmenter, "pair": args.pair, "restyle": args.restyle}
     cfg = DissectConfig(
         model=args.model, weights=args.weights, layers=layers, probe=args.probe,
         probe_options={k: v for k, v in opts.items() if v is not None},
         quantile=args.quantile, denominator=args.denominator, batch_size=args.batch_size,
         workers=args.workers, device=args.device, seed=args.seed, topk=args.topk,
         iou_threshold=args.iou_threshold, classes=args.classes, cache=args.cache,
-        cache_dtype=args.cache_dtype, keep_acts=not args.no_acts)
+        cache_dtype=args.cache_dtype, keep_acts=not args.no_acts, null=args.null,
+        heldout=args.heldout, baseline=args.baseline)
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    if args.ray and args.baseline:
+        raise RunError(f"--baseline {args.baseline} runs on one machine (it needs the whole "
+                       "activation cache); drop --ray, or drop --baseline")
     try:
-        out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
+        if args.ray:
+            from dissect.distributed import dissect_ray
+            out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
+                              threads=args.threads or 1, progress=not args.quiet,
+                              overwrite=args.overwrite)
+        else:
+            out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         signal.signal(signal.SIGTERM, previous)
     from dissect.runs import open_run
@@ -81,5 +115,13 @@ def main(args: argparse.Namespace) -> int:
         n = int(units["interpretable"].sum()) if "interpretable" in units else 0
         print(f"{layer}: {n}/{len(units)} units interpretable (IoU ≥ {cfg.iou_threshold})",
               file=sys.stderr)
+    if args.explain:
+        from dissect.commands.explain import report
+        from dissect.formulas.explain import explain_run
+        summary = explain_run(out, length=args.explain_length, beam=args.explain_beam,
+                              null=getattr(args, "null", 0) or 0, seed=args.seed,
+                              heldout=args.explain_heldout, exact=not args.explain_no_exact,
+                              progress=not args.quiet)
+        print(report(summary), file=sys.stderr)
     print(str(out))
     return 0

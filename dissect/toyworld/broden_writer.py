@@ -68,17 +68,17 @@ def _sample_row(root: Path, name: str, s, split: str, size: int) -> dict:
 def _write_chunk(args) -> list[dict]:
     """Render and write images start..start+count-1; returns index rows + label tallies.
 
-    With a pair object (6th argument), scene i becomes rows 2i (with it) and 2i+1 (without),
+    With a pair object (7th argument), scene i becomes rows 2i (with it) and 2i+1 (without),
     marked in the extra columns `pair` (i) and `twin` (with|without)."""
-    root, seed, start, count, size = args[:5]
-    pair = args[5] if len(args) > 5 else None
+    root, seed, start, count, size, restyle = args[:6]
+    pair = args[6] if len(args) > 6 else None
     root = Path(root)
     out = []
     for i in range(start, start + count):
         split = "val" if i % 5 == 4 else "train"
         if pair is None:
-            out.append(_sample_row(root, f"toyworld/tw_{i:06d}", render(seed, i, size), split,
-                                   size))
+            out.append(_sample_row(root, f"toyworld/tw_{i:06d}",
+                                   render(seed, i, size, restyle=restyle), split, size))
             continue
         for twin, s in zip(("with", "without"), render_pair(seed, i, pair, size)):
             r = _sample_row(root, f"toyworld/tw_{i:06d}_{twin}", s, split, size)
@@ -125,10 +125,12 @@ def _write_tables(root: Path, results: list[dict]) -> None:
 
 def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
                 workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                chunk: int = 100, pair: str | None = None) -> Path:
+                chunk: int = 100, restyle: str | None = None, pair: str | None = None) -> Path:
     """Write world `seed` (images 0..n-1) as a Broden folder at `out` (must not exist yet).
 
-    `pair="sun"`: each of the n scenes twice, with and without the sun (2n images)."""
+    `restyle` ("sea:snow"): the same scenes with that concept drawn in another style.
+    `pair="sun"`: each of the n scenes twice, with and without the sun (2n images).
+    """
     out = Path(out)
     if out.exists():
         raise ProbeError(f"{out} already exists; remove it or choose another --out")
@@ -138,7 +140,8 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images" / "toyworld").mkdir(parents=True)
-        jobs = [(str(tmp), seed, s, min(chunk, n - s), size) + ((pair,) if pair else ())
+        restyle = str(restyle) if restyle else None
+        jobs = [(str(tmp), seed, s, min(chunk, n - s), size, restyle, pair)
                 for s in range(0, n, chunk)]
         results: list[dict] = []
         pool = None
@@ -161,6 +164,7 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
         (tmp / "README.txt").write_text(
             (f"Pairs with and without '{pair}' (columns pair, twin). " if pair else "") +
             f"ToyWorld seed {seed}, {n} images at {size} px (masks {size // 2} px), "
+            + (f"{restyle.replace(':', ' drawn as ')}, " if restyle else "") +
             f"scenes: {', '.join(SCENE_NAMES)}. Written by dissect.toyworld.\n")
         os.replace(tmp, out)
     except BaseException:
