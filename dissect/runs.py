@@ -130,8 +130,21 @@ class Run:
         return read_info(self.path)
 
     @property
+    def damage(self) -> str | None:
+        """Why run.json cannot be read (missing, not JSON, wrong shape), or None when it can."""
+        try:
+            read_info(self.path)
+        except RunError as e:
+            return str(e)
+        return None
+
+    @property
     def status(self) -> str:
-        return self.info.get("status", "unknown")
+        """running | complete | failed | cancelled, or "damaged" when run.json is unreadable."""
+        try:
+            return self.info.get("status", "unknown")
+        except RunError:
+            return "damaged"
 
     @property
     def config(self) -> dict:
@@ -231,11 +244,12 @@ def read_info(path: str | os.PathLike) -> dict:
         info = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{f} is not valid JSON ({e}); delete the folder and run again") from None
-    version = info.get("format_version")
-    if version != FORMAT_VERSION:
+    version = info.get("format_version") if isinstance(info, dict) else None
+    if isinstance(info, dict) and version != FORMAT_VERSION:
         raise RunError(f"{f} has format_version {version!r}, this version reads "
                        f"{FORMAT_VERSION}; rerun the dissection with this version")
-    return info
+    from dissect.runinfo import check_info
+    return check_info(info, str(f))
 
 
 def open_run(path: str | os.PathLike) -> Run:
@@ -246,18 +260,21 @@ def open_run(path: str | os.PathLike) -> Run:
 
 
 def list_runs(root: str | os.PathLike) -> list[Run]:
-    """Every readable run folder directly under `root` (newest first); others are skipped."""
+    """Every run folder directly under `root`, newest first; damaged ones included (their
+    `status` is "damaged" and `damage` says why), so one bad folder hides no other."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = []
+    runs, updated = [], {}
     for d in sorted(root.iterdir()):
         if d.is_dir() and (d / "run.json").exists():
+            run = Run(d)
             try:
-                runs.append(open_run(d))
+                updated[d] = str(run.info.get("updated") or "")
             except RunError:
-                continue
-    runs.sort(key=lambda r: r.info.get("updated") or "", reverse=True)
+                updated[d] = ""
+            runs.append(run)
+    runs.sort(key=lambda r: updated[r.path], reverse=True)
     return runs
 
 
@@ -283,6 +300,8 @@ class RunWriter:
                 old = json.loads((self.path / "run.json").read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = {}
+        if not isinstance(old, dict) or not isinstance(old.get("created"), (str, type(None))):
+            old = {}
         self.info = {
             "format_version": FORMAT_VERSION,
             "status": "running",
