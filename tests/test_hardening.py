@@ -182,3 +182,26 @@ def test_wrong_shape_run_json_is_damaged_not_a_crash(clean, tmp_path, damage, ke
     assert main(["export", str(bad), "--format", "csv", "--out", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err
+
+
+def test_ablate_never_imports_a_model_file_named_by_the_run(clean, tmp_path, capsys):
+    import json
+    evil = tmp_path / "evil.py"
+    marker = tmp_path / "IMPORTED"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('x')\ndef build():\n    raise SystemExit\n")
+    run = tmp_path / "sent"
+    shutil.copytree(clean, run)
+    info = json.loads((run / "run.json").read_text())
+    info["config"]["model"] = f"{evil}:build"
+    (run / "run.json").write_text(json.dumps(info))
+    code = main(["ablate", "--run", str(run), "--layer", "layer3", "--units", "1",
+                 "--images", str(evil)])
+    assert code == 2 and not marker.exists()
+    err = capsys.readouterr().err
+    assert "never chooses code" in err and f"--model {evil}:build" in err and "Traceback" not in err
+
+
+def test_server_binds_localhost_by_default():
+    import tomllib
+    cfg = tomllib.loads((Path(__file__).parent.parent / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "127.0.0.1"
