@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dissect.images import to_rgb
 from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 
 _INT = re.compile(r"^\d+$")
@@ -173,7 +174,7 @@ class BrodenProbe(ProbeSet):
                              "remove that row from index.csv")
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB")
+                im = to_rgb(im)                  # 16-bit / float scaled, not clipped
                 size = getattr(self, "image_size", None)
                 if size and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
