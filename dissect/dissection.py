@@ -254,6 +254,8 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
             info = {}
         same = info.get("identity") == ident
         if same and info.get("status") == "complete" and not overwrite:
+            from dissect.damage import require_whole
+            require_whole(out)           # RunError naming the damage and the repair command
             return out
         if not same and not overwrite:
             raise RunError(f"{out} holds a different run ({info.get('config', {}).get('model')}"

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -177,45 +178,55 @@ class Run:
                            "`python -m dissect run ...` command again to resume it")
         return path
 
+    def _read(self, path: Path, read: Callable[[Path], Any]) -> Any:
+        """read(path) for a file of this run; RunError naming the file and the repair when it
+        is missing, truncated or of the wrong kind (never a raw numpy/zip/pandas error)."""
+        self._need(path)
+        try:
+            return read(path)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
+                pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            from dissect.damage import repair_hint
+            rel = path.relative_to(self.path) if path.is_relative_to(self.path) else path.name
+            raise RunError(f"{rel} of run '{self.name}' cannot be read ({type(e).__name__}); "
+                           f"{repair_hint(self.path)}") from None
+
     # -- tables
     @cached_property
     def concepts(self) -> pd.DataFrame:
         """concept, name, category, images, pixels; row i = column i of iou.npy."""
-        return pd.read_csv(self._need(self.path / "concepts.csv"), keep_default_na=False)
+        return self._read(self.path / "concepts.csv", _csv)
 
     @cached_property
     def images(self) -> pd.DataFrame:
         """index, path, split, width, height: the probe images in the order used."""
-        return pd.read_csv(self._need(self.path / "images.csv"), keep_default_na=False)
+        return self._read(self.path / "images.csv", _csv)
 
     def units(self, layer: str) -> pd.DataFrame:
         """unit, category, label, concept, iou, threshold (+ per-category columns)."""
-        return pd.read_csv(self._need(self.layer_dir(layer) / "units.csv"),
-                           keep_default_na=False)
+        return self._read(self.layer_dir(layer) / "units.csv", _csv)
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
         """float32 [units, concepts]."""
-        return np.load(self._need(self.layer_dir(layer) / "iou.npy"))
+        return self._read(self.layer_dir(layer) / "iou.npy", np.load)
 
     def topk(self, layer: str) -> dict[str, np.ndarray]:
         """{"indices": int64 [units, k], "values": float32 [units, k], "maps": f16 [units,k,h,w]}."""
-        with np.load(self._need(self.layer_dir(layer) / "topk.npz")) as z:
-            return {k: z[k] for k in z.files}
+        return self._read(self.layer_dir(layer) / "topk.npz", _npz)
 
     def imgmax(self, layer: str) -> np.ndarray:
         """float32 [images, units]: each unit's max raw activation per image."""
-        return np.load(self._need(self.layer_dir(layer) / "imgmax.npy"))
+        return self._read(self.layer_dir(layer) / "imgmax.npy", np.load)
 
     def hist(self, layer: str) -> dict[str, np.ndarray]:
         """{"edges": float32 [units, B+1], "counts": int64 [units, B]}."""
-        with np.load(self._need(self.layer_dir(layer) / "hist.npz")) as z:
-            return {k: z[k] for k in z.files}
+        return self._read(self.layer_dir(layer) / "hist.npz", _npz)
 
     def acts(self, layer: str) -> np.ndarray | None:
         """float16 [images, units, h, w] raw activations, memory-mapped; None when not kept."""
         path = self.layer_dir(layer) / "acts.npy"
-        return np.load(path, mmap_mode="r") if path.exists() else None
+        return self._read(path, lambda p: np.load(p, mmap_mode="r")) if path.exists() else None
 
     def thresholds(self, layer: str) -> np.ndarray:
         """float32 [units]: T_k."""
@@ -231,6 +242,15 @@ class Run:
             raise RunError(f"{self.path / 'run.json'} has no config.probe; rerun the dissection")
         opts = {k: v for k, v in (cfg.get("probe_options") or {}).items() if v is not None}
         return open_probe(spec, **opts)
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def read_info(path: str | os.PathLike) -> dict:
