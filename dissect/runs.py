@@ -204,7 +204,18 @@ class Run:
 
     def units(self, layer: str) -> pd.DataFrame:
         """unit, category, label, concept, iou, threshold (+ per-category columns)."""
-        return self._read(self.layer_dir(layer) / "units.csv", _csv)
+        path = self.layer_dir(layer) / "units.csv"
+        df = self._read(path, _csv)
+        missing = [c for c in ("unit", "category", "label", "iou") if c not in df.columns]
+        bad = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
+               and _not_numbers(df[c], allow_nan=c != "unit")]
+        if missing or bad:
+            from dissect.damage import repair_hint
+            what = (f"has no column {', '.join(missing)}" if missing
+                    else f"has non-numbers in column {', '.join(bad)}")
+            raise RunError(f"layers/{layer}/units.csv of run '{self.name}' {what}; "
+                           f"{repair_hint(self.path)}")
+        return df
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
@@ -242,6 +253,12 @@ class Run:
             raise RunError(f"{self.path / 'run.json'} has no config.probe; rerun the dissection")
         opts = {k: v for k, v in (cfg.get("probe_options") or {}).items() if v is not None}
         return open_probe(spec, **opts)
+
+
+def _not_numbers(col: pd.Series, allow_nan: bool) -> bool:
+    num = pd.to_numeric(col, errors="coerce")
+    empty = col.astype(str).str.strip().str.lower().isin(["", "nan"]) if allow_nan else False
+    return bool((num.isna() & ~empty).any())
 
 
 def _csv(path: Path) -> pd.DataFrame:

@@ -74,8 +74,7 @@ def test_damaged_complete_run_is_named_and_repaired(probe_dir, clean, tmp_path, 
                                       np.load(out / "layers/layer3" / name))
 
 
-@pytest.mark.parametrize("rel", ["layers/layer3/topk.npz", "layers/layer3/units.csv",
-                                 "concepts.csv", "layers/layer3/iou.npy"])
+@pytest.mark.parametrize("rel", ["layers/layer3/units.csv", "concepts.csv"])
 def test_export_of_damaged_file_is_one_line(clean, tmp_path, capsys, rel):
     out = tmp_path / "run"
     shutil.copytree(clean, out)
@@ -85,3 +84,97 @@ def test_export_of_damaged_file_is_one_line(clean, tmp_path, capsys, rel):
     assert code == 2
     msg = one_line(capsys)
     assert rel in msg and "cannot be read" in msg and "--overwrite" in msg, msg
+
+
+# ---- options out of range: refused before anything is loaded or written
+@pytest.mark.parametrize("extra, says", [
+    (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    (["--batch-size", "-3"], "--batch-size -3 must be at least 1"),
+    (["--topk", "0"], "--topk 0 must be at least 1"),
+    (["--workers", "-1"], "--workers -1 must be at least 0"),
+    (["--limit", "0"], "--limit 0 must be at least 1"),
+    (["--threads", "-1"], "--threads -1 must be at least 1"),
+    (["--iou-threshold", "1.5"], "--iou-threshold 1.5 must be between 0 and 1"),
+    (["--iou-threshold", "-0.1"], "--iou-threshold -0.1 must be between 0 and 1"),
+    (["--iou-threshold", "nan"], "--iou-threshold nan must be between 0 and 1"),
+    (["--quantile", "0"], "--quantile 0.0 must be between 0 and 1"),
+    (["--categories", ","], "--categories names no category"),
+])
+def test_out_of_range_options(probe_dir, tmp_path, capsys, extra, says):
+    out = tmp_path / "run"
+    assert run_cli(probe_dir, out, *extra) == 2
+    assert says in one_line(capsys)
+    assert not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("layer, says", [
+    (",", "--layer names no layer"),
+    ("../x", "layer name '../x' is not a module name"),
+    ("layer3,..", "layer name '..' is not a module name"),
+])
+def test_bad_layer_lists(probe_dir, tmp_path, capsys, layer, says):
+    assert run_cli(probe_dir, tmp_path / "run", layer=layer) == 2
+    assert says in one_line(capsys)
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("broden:", "probe 'broden:' names no folder"),
+    ("folder:", "probe 'folder:' names no folder"),
+    ("toyworld:abc", "'toyworld:abc' needs a positive whole number"),
+    ("toyworld:-3", "needs a positive whole number"),
+    ("toyworld:0", "needs a positive whole number"),
+    ("toyworld:999999999", "over the limit of"),
+    ("nonsense:x", "unknown probe 'nonsense:x'"),
+    ("", "unknown probe ''"),
+])
+def test_malformed_probe_specs(tmp_path, capsys, spec, says):
+    code = main(["run", "--model", "resnet18", "--layer", "layer3", "--probe", spec, "--quiet",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert says in one_line(capsys)
+
+
+def test_out_is_a_file_or_unwritable(probe_dir, tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("keep me")
+    assert run_cli(probe_dir, f) == 2
+    assert "is a file, not a folder" in one_line(capsys)
+    assert f.read_text() == "keep me"
+    assert run_cli(probe_dir, f / "run") == 2
+    assert "cannot create the run folder" in one_line(capsys)
+    assert run_cli(probe_dir, Path("/proc/dissect-i10-run")) == 2     # a read-only filesystem
+    assert "pass an --out in a writable place" in one_line(capsys)
+
+
+def test_duplicate_label_ids_name_the_line(probe_dir, tmp_path, capsys):
+    d = tmp_path / "sb"
+    shutil.copytree(probe_dir, d)
+    lines = (d / "label.csv").read_text().splitlines()
+    dup = lines[2].split(",")
+    dup[0] = lines[1].split(",")[0]
+    lines.append(",".join(dup))
+    (d / "label.csv").write_text("\n".join(lines) + "\n")
+    assert run_cli(d, tmp_path / "run") == 2
+    msg = one_line(capsys)
+    assert f"line {len(lines)}: label number {dup[0]} repeats line 2" in msg, msg
+
+
+# ---- garbage tables passed to ablate --run
+@pytest.mark.parametrize("content, says", [
+    (b"\x00\x01\x02\xff\xfe", "units.csv"),
+    (b"a,b\n1,2\n", "has no column unit, category, label, iou"),
+    (b"unit,category,label,iou,threshold\nx,object,tree,zz,1\n", "non-numbers in column unit"),
+    (b"", "units.csv"),
+])
+def test_garbage_units_table_to_ablate(clean, tmp_path, capsys, content, says):
+    run = tmp_path / "run"
+    shutil.copytree(clean, run)
+    (run / "layers/layer3/units.csv").write_bytes(content)
+    img = tmp_path / "x.png"
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(img)
+    code = main(["ablate", "--model", "resnet18", "--run", str(run), "--layer", "layer3",
+                 "--concept", "tree", "--images", str(img)])
+    assert code == 2
+    msg = one_line(capsys)
+    assert says in msg and str(tmp_path) not in msg.split("run '")[0], msg
