@@ -35,7 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dissect.images import to_rgb
-from dissect.probe import ProbeError, ProbeItem, ProbeSet
+from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 from dissect.runs import atomic_write
 from segmenters import make_segmenter
 from segmenters.base import Segmentation
