@@ -157,6 +157,11 @@ def run_lock(run_dir: str | os.PathLike, *, cmd: list[str] | None = None) -> Ite
         lock.release()
 
 
+def read_holder(run_dir: str | os.PathLike) -> dict | None:
+    """What the lock file says (the holder, or the last one if it is free), or None."""
+    return _read(Path(run_dir) / LOCK) or None
+
+
 def holder(run_dir: str | os.PathLike) -> dict | None:
     """Who writes `run_dir` now ({"pid", "host", "started", "cmd"}), or None when no one does."""
     path = Path(run_dir) / LOCK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from dissect.__main__ import main
 from dissect.runs import open_run
 from dissect.synthetic_broden import make_synthetic_broden
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +208,36 @@ def test_server_binds_localhost_by_default():
     import tomllib
     cfg = tomllib.loads((Path(__file__).parent.parent / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "127.0.0.1"
+
+
+ADOPT = """
+import sys, time
+from dissect.lock import acquire
+lock = acquire(sys.argv[1])          # must adopt the app's lock, not be refused by it
+print("adopted", flush=True)
+time.sleep(120)
+"""
+
+
+def test_app_start_hands_its_lock_to_the_child_and_the_cli_is_refused(probe_dir, tmp_path,
+                                                                     capsys):
+    import time
+
+    from studio import jobs
+    out = tmp_path / "fromapp"
+    pid = jobs.start(out, [sys.executable, "-c", ADOPT, str(out)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while "adopted" not in (out / "log.txt").read_text() and time.monotonic() < deadline:
+            assert jobs.running_pid(out) == pid, jobs.log_tail(out)
+            time.sleep(0.2)
+        assert "adopted" in (out / "log.txt").read_text(), jobs.log_tail(out)
+        assert jobs.running_pid(out) == pid
+        assert run_cli(probe_dir, out) == 2
+        assert f"pid {pid} on host" in capsys.readouterr().err
+        with pytest.raises(jobs.AlreadyRunning, match=f"pid {pid}"):
+            jobs.start(out, [sys.executable, "-c", "pass"])
+    finally:
+        assert jobs.cancel(out)
+    assert jobs.running_pid(out) is None
+    assert not (out / "run.json").exists()     # the refused CLI run wrote nothing
