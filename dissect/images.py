@@ -40,11 +40,9 @@ def open_limited(source, *, max_pixels: int = MAX_PIXELS, label: str | None = No
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB. 16-bit and 32-bit integer images are scaled by their bit depth and float
+    """8-bit RGB, decoded now (a copy: the file may be closed after). 16-bit and 32-bit integer images are scaled by their bit depth and float
     images by their range ([0, 1] kept, else min..max), where PIL's convert would clip at 255."""
     mode = img.mode
-    if mode in ("RGB",):
-        return img
     if mode.startswith("I") or mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if mode == "F":

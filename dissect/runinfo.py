@@ -24,9 +24,9 @@ _BAD_LAYER = re.compile(r"\.\.|[/\\\x00]|^\.|^$")
 @dataclass
 class ConfigInfo:
     """run.json["config"]: what the run was asked to do (dissection.DissectConfig's fields)."""
-    model: str
     layers: list[str]
     probe: str
+    model: str = ""
     weights: str = "none"
     probe_options: dict = field(default_factory=dict)
     quantile: float = 0.005

@@ -22,10 +22,11 @@ import torch
 from dissect.ablation import (ImageAblation, Intervention, image_tensor, means_from_run,
                               open_image)
 from dissect.errors import USER_ERRORS, AblationError
-from dissect.models import list_layers, load_model
+from dissect.models import is_model_file, list_layers, load_model
 
 torch.set_grad_enabled(False)
 MAX_UPLOAD = 25 * 2 ** 20
+LAB_MAX_SET = 5000          # toyworld:N / folder images a set may hold here (it runs in the server)
 
 
 @st.cache_resource
@@ -36,7 +37,25 @@ def model_lock() -> threading.RLock:
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_model(name: str, weights: str):
-    return load_model(name, weights)
+    """The model; a file.py:factory only once the user has confirmed it (see trusted_file)."""
+    return load_model(name, weights, allow_file=name in _trusted())
+
+
+def _trusted() -> list[str]:
+    return st.session_state.setdefault("abl_trusted_files", [])
+
+
+def confirm_model_file(name: str) -> None:
+    """A run folder's model that is a Python file runs code: show the path, ask, else stop."""
+    if not is_model_file(name) or name in _trusted():
+        return
+    st.warning(f"This run's model is Python code: **`{name}`**. Loading it imports that file "
+               "and runs it inside this server, with your permissions. Import it only if you "
+               "trust the file and whoever sent you this run folder.")
+    if st.button("I trust this file: import it", key="abl_trust_file"):
+        _trusted().append(name)
+        st.rerun()
+    st.stop()
 
 
 @st.cache_resource
@@ -79,7 +98,7 @@ def get_set_means(name: str, weights: str, spec: str, layer: str, limit: int):
 def get_set(name: str, weights: str, spec: str, layer: str, limit: int):
     from dissect.labelled import SetCache, open_labelled_set
     lm = get_model(name, weights)
-    lset = open_labelled_set(spec, lm, limit=limit)
+    lset = open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET)
     return lset, SetCache(lm, lset, [layer])
 
 
@@ -164,6 +183,7 @@ def main() -> None:
             st.info("No complete run found: unit labels need a run; presets work without one.")
         run = None
         model_name, weights = presets[choice]
+    confirm_model_file(model_name)
     try:
         lm = get_model(model_name, weights)
     except USER_ERRORS as e:
@@ -183,13 +203,12 @@ def main() -> None:
     # ---- selection (from the unit browser, concept, importance, by hand) ---------------------
     sel_key = f"abl_units_{layer}"
     handoff = st.session_state.pop("ablate_units", None)
-    if handoff is None and units_param:                     # ?units=3,17 (a shared link)
-        try:
+    if handoff is None and units_param and units_param != st.session_state.get("abl_units_url"):
+        try:                                                # ?units=3,17 (a shared link)
             from dissect.ablation import parse_units
             handoff = {"layer": layer, "units": parse_units(units_param)}
         except AblationError as e:
             st.warning(f"Ignoring the link's units: {e}")
-        st.query_params.pop("units", None)
     if isinstance(handoff, dict) and handoff.get("layer") == layer:
         st.session_state[sel_key] = sorted({int(u) for u in handoff.get("units", []) if 0 <= int(u) < k})
     st.session_state.setdefault(sel_key, [])
@@ -259,6 +278,7 @@ def main() -> None:
     value = c4.number_input("Value / factor", value=0.0 if mode == "value" else 0.5, key="abl_value",
                             disabled=mode in ("zero", "mean"))
     units = list(st.session_state[sel_key])
+    _units_to_url(units)
     means = None
     if mode == "mean":
         means = get_means(str(run.path), layer) if run is not None else None
@@ -301,7 +321,7 @@ def main() -> None:
     c1, c2 = st.columns([3, 1])
     spec = c1.text_input("Set", key="abl_set",
                          help="toyworld:N (ToyWorld scenes) or folder:DIR (ImageFolder layout)")
-    limit = c2.number_input("At most images", 10, 5000, 200, key="abl_limit")
+    limit = c2.number_input("At most images", 10, LAB_MAX_SET, 200, key="abl_limit")
     set_result = None
     if spec:
         try:
@@ -319,6 +339,24 @@ def main() -> None:
         st.caption("Changed most: " + ", ".join(f"{r['class']} {r['delta']:+.1%}"
                                                  for _i, r in most.iterrows()))
     export(iv, units_df, result, set_result, run, model_name, weights)
+
+
+def _units_to_url(units: list[int]) -> None:
+    """Keep ?units= (as 3,17,40-43) in the URL, so a shared link carries the selection."""
+    text, i, us = [], 0, sorted(set(units))
+    while i < len(us):
+        j = i
+        while j + 1 < len(us) and us[j + 1] == us[j] + 1:
+            j += 1
+        text.append(str(us[i]) if j == i else f"{us[i]}-{us[j]}")
+        i = j + 1
+    value = ",".join(text)
+    st.session_state["abl_units_url"] = value
+    if value:
+        if st.query_params.get("units") != value:
+            st.query_params["units"] = value
+    else:
+        st.query_params.pop("units", None)
 
 
 def show_changes(ch: pd.DataFrame, n: int = 15) -> None:
