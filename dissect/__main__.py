@@ -10,7 +10,7 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
