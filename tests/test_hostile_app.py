@@ -69,3 +69,30 @@ def test_huge_toyworld_set_is_refused_in_the_lab(lab_root, monkeypatch):
     at.text_input(key="abl_set").set_value("toyworld:100000").run()
     assert not at.exception
     assert any("over the limit of 5,000" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_new_run_that_dies_at_once_shows_its_error(tmp_path, monkeypatch):
+    import sys
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from studio import jobs
+    root = tmp_path / "runs"
+    root.mkdir()
+    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--layer", "layer3",
+           "--probe", "toyworld:4", "--batch-size", "0", "--quiet", "--out", str(root / "bad")]
+    jobs.start(root / "bad", cmd, cwd=REPO)
+    deadline = time.monotonic() + 180
+    while jobs.running_pid(root / "bad") is not None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    monkeypatch.setenv("DISSECT_RUNS", str(root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["nr_watched"] = ["bad"]
+    at.run()
+    at.switch_page("pages/new_run.py")
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("--batch-size 0 must be at least 1" in e for e in errors), errors
+    assert not any(str(root) in e for e in errors)
