@@ -96,3 +96,34 @@ def test_new_run_that_dies_at_once_shows_its_error(tmp_path, monkeypatch):
     errors = [e.value for e in at.error]
     assert any("--batch-size 0 must be at least 1" in e for e in errors), errors
     assert not any(str(root) in e for e in errors)
+
+
+@pytest.mark.parametrize("damage", [[1, 2, 3], {"counts": None}, {"layers": "conv6"}])
+def test_one_damaged_run_json_breaks_no_page(lab_root, tmp_path, monkeypatch, damage):
+    from streamlit.testing.v1 import AppTest
+    root = tmp_path / "runs"
+    shutil.copytree(lab_root / "runs" / "r18", root / "good")
+    shutil.copytree(lab_root / "runs" / "r18", root / "bad")
+    info = json.loads((root / "bad" / "run.json").read_text())
+    if isinstance(damage, list):
+        info = damage
+    elif "layers" in damage:
+        info["config"]["layers"] = damage["layers"]
+    else:
+        info.update(damage)
+    (root / "bad" / "run.json").write_text(json.dumps(info))
+    monkeypatch.setenv("DISSECT_RUNS", str(root))
+    for run, page in (("good", None), ("good", "pages/unit_browser.py"), ("bad", None),
+                      ("bad", "pages/unit_browser.py")):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        at.query_params["run"] = run
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if run == "bad":
+            assert "cannot be read" in at.title[0].value
+            assert any("is damaged" in e.value and str(root) not in e.value for e in at.error)
+        else:
+            assert "cannot be read" not in at.title[0].value
