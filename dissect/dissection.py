@@ -37,6 +37,7 @@ from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
 from dissect.runs import RunWriter, atomic_write, read_info, reserve
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.tally import BatchLabels, tally_batch
+from dissect.trust import PerImageStats
 
 DENOMINATORS = ("nd", "netdissect-lite", "global")
 CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
@@ -65,6 +66,9 @@ class DissectConfig:
     bins: int = 64
     tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
                                       # on small machines; 0 = leave torch's setting)
+    null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
+    heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
+    baseline: str = ""                # --baseline rotation|random-init (dissect.baselines)
 
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
@@ -126,6 +130,7 @@ class _Layer:
         self.top = TopK(k, cfg.topk)
         self.tally: IoUTally | None = None
         self.hist: Histogram | None = None
+        self.trust: PerImageStats | None = None     # per-image statistics (phase 2)
 
     def identity(self) -> dict:
         """What the checkpoint trusts: each cache file's device, inode and size."""
@@ -135,7 +140,10 @@ class _Layer:
         if phase == 1:
             return {"quant": self.quant.state_dict(), "minmax": self.minmax.state_dict(),
                     "top": self.top.state_dict()}
-        return {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+        out = {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+        if self.trust is not None:
+            out["trust"] = self.trust.state_dict()
+        return out
 
     def load(self, state: dict) -> None:
         for key, value in state.items():
@@ -250,6 +258,8 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
         return out
     if probe is None:
         probe = open_cfg_probe(cfg)
+    from dissect.trust_columns import check_trust_options
+    check_trust_options(cfg, probe.images)
     if lm is None:
         from dissect.models import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
@@ -258,6 +268,9 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
     writer = new_writer(cfg, out, probe, shapes)
     try:
         _run(cfg, out, writer, lm, probe, shapes, progress)
+        if cfg.baseline == "random-init":
+            from dissect.baselines import random_init_baseline
+            random_init_baseline(cfg, out, progress)
     except KeyboardInterrupt:
         writer.fail("interrupted: run the same command again to resume", status="cancelled")
         raise
@@ -346,10 +359,16 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
     t0 = time.perf_counter()
     for L in layers.values():
         L.start_phase2(len(concepts), len(cats), cfg.bins)
+        L.trust = PerImageStats.for_layer(cfg, probe, L.shape, len(concepts), len(cats))
     done = _resume(ck2, cfg, layers, n)
     if done < n:
         _phase2(cfg, probe, layers, thresholds, lut, cc, len(cats), writer, done, ck2, progress)
     timings["tally"] = round(time.perf_counter() - t0, 3)
+    if cfg.baseline == "rotation":
+        t0 = time.perf_counter()
+        from dissect.baselines import rotation_baseline
+        rotation_baseline(cfg, probe, layers, concepts, cats, lut, cc, writer)
+        timings["baseline"] = round(time.perf_counter() - t0, 3)
 
     # ---- write
     t0 = time.perf_counter()
@@ -519,6 +538,9 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
     cc_dev = cc.to(dev)
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
     track = _PhaseProgress("tally", 2, n, done, cfg, layers, writer, ckpt, progress)
+    for L in layers.values():          # shards start here (global image indices)
+        if L.trust is None:
+            L.trust = PerImageStats.for_layer(cfg, probe, L.shape, len(cc), n_cats)
     with _threads(cfg.tally_threads if dev.type == "cpu" else 0), torch.inference_mode():
         for batch in _batches(loader):
             labels = BatchLabels.from_batch(batch, lut, probe.mask_size)
@@ -528,6 +550,8 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
                 raw = L.cache[lo:hi] if hi - lo == len(idx) else L.cache[idx]
                 a = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
                 L.hist.add(a)
-                L.tally.add(tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats))
+                inc = tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats, detail=True)
+                L.tally.add(inc)
+                L.trust.add(inc, labels, batch.index)
             track.step(len(idx))
     track.finish()
