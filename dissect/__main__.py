@@ -10,7 +10,8 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
+            "trace", "rewrite"]
 
 
 def build_parser() -> argparse.ArgumentParser:

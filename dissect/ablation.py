@@ -109,6 +109,21 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
+def format_units(units: Iterable[int]) -> str:
+    """[3, 17, 40, 41, 42, 43] -> "3,17,40-43" (parse_units reads it back)."""
+    out, run = [], []
+    for u in sorted({int(u) for u in units}):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [u]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(out)
+
+
 def invert(iv: Intervention, num_units: int) -> Intervention:
     """The same intervention on every other unit of the layer."""
     chosen = set(iv.units)
@@ -247,6 +262,13 @@ def class_changes(before: torch.Tensor, after: torch.Tensor, names: Sequence[str
     order = moved[delta[moved].abs().argsort(descending=True)]
     return [{"class": names[j] if j < len(names) else f"class {j}", "before": float(before[j]),
              "after": float(after[j]), "delta": float(delta[j])} for j in order.tolist()]
+
+
+def moved_most(changes: Sequence[dict], n: int = 12) -> list[dict]:
+    """The `n` class changes with the largest |delta|, ordered by delta (gains first): the rows
+    of a diverging bar chart."""
+    top = sorted(changes, key=lambda c: -abs(c["delta"]))[:n]
+    return sorted(top, key=lambda c: -c["delta"])
 
 
 class ImageAblation:

@@ -23,9 +23,14 @@ def open_probe(spec: str, **options) -> ProbeSet:
 
     `broden:DIR`, `toyworld[:N]` (N images, built and cached; `seed=` picks the world), or
     `folder:DIR` (needs `segmenter=`, e.g. "color,ade20k"). Options: categories, split, limit,
-    seed, segmenter, cache_dir.
+    seed, segmenter, cache_dir, restyle (toyworld only: "sea:snow").
     """
     kind, _, arg = spec.partition(":")
+    if options.get("restyle") and kind != "toyworld":
+        raise ProbeError(f"--restyle {options['restyle']} works on ToyWorld probes only "
+                         f"(toyworld:N), not on '{spec}'")
+    if kind != "toyworld":
+        options.pop("restyle", None)
     if kind == "broden":
         from dissect.broden import BrodenProbe
         return BrodenProbe(arg, **options)
