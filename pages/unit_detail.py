@@ -11,6 +11,7 @@ import streamlit as st
 from dissect.render import category_color
 from dissect.trust_columns import verdict as trust_verdict
 from studio import common, formulas
+from studio.unit_losses import losses_section
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
                         null_arrays, unit_overlay, units_table)
 
@@ -163,6 +164,9 @@ with right:
                    f"T_k" + (f" (the run's quantile is {q:g})." if q else "."))
     else:
         st.info("This run kept no activation histogram (hist.npz).")
+
+st.divider()
+losses_section(ctx.path, ctx.stamp, ctx.layer, unit)
 
 st.divider()
 st.caption("Share this unit: copy the address bar, it carries run, layer and unit.")
