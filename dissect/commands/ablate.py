@@ -91,7 +91,8 @@ def _ablate(args: argparse.Namespace) -> int:
     layers = [l for l in (args.layer or "").split(",") if l] or (cfg.get("layers") or [])[:1]
     mode, value = parse_mode(args.mode)
     torch.manual_seed(args.seed)
-    lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed)
+    lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed,
+                    allow_file=bool(args.model))   # typed by the user, not read from --run
     plan: dict[str, list[int]] = {}
     if args.concept:
         if run is None:
