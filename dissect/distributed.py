@@ -102,10 +102,15 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
     out = Path(out)
     if check_out(cfg, out, overwrite):
         return out
+    if cfg.baseline:
+        raise RunError(f"--baseline {cfg.baseline} does not run with --ray yet; run the "
+                       "baseline without --ray")
     kind, arg = parse_ray(ray)
     if kind == "address" and not import_ray().is_initialized():
         check_address(str(arg))           # fail within seconds, before loading anything
     probe = open_cfg_probe(cfg)
+    from dissect.trust_columns import check_trust_options
+    check_trust_options(cfg, probe.images)
     from dissect.models import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
     shapes = _layer_shapes(lm, probe, cfg.layers)

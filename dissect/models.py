@@ -32,13 +32,23 @@ from dissect.loaded_model import (IMAGENET_MEAN, IMAGENET_STD, LoadedModel,  # n
 PRESETS = ("toyworld", "efficientnet_lite0")
 
 
+def is_model_file(name: str) -> bool:
+    """Whether `name` is a user module (`path/file.py[:factory]`): loading it runs its code."""
+    return ".py:" in name or name.endswith(".py")
+
+
 def load_model(name: str, weights: str = "none", *, classes: str | None = None,
-               device: str = "cpu", seed: int = 0) -> LoadedModel:
+               device: str = "cpu", seed: int = 0, allow_file: bool = True) -> LoadedModel:
     """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
 
     weights: "none" (seeded random init), a torchvision enum name (IMAGENET1K_V1, DEFAULT) read
     from the local cache, or a checkpoint file (.pth, .pth.tar, .safetensors).
+    allow_file=False refuses a file.py:factory (a name read from a run folder, not typed by the
+    user, must never choose code to import).
     """
+    if is_model_file(name) and not allow_file:
+        raise ModelError(f"the run names a model file ({name}); a run folder never chooses code "
+                         f"to import: if you trust that file, name it yourself (--model {name})")
     weights = str(weights or "none")
     torch.manual_seed(seed)
     if name == "toyworld":
@@ -47,7 +57,7 @@ def load_model(name: str, weights: str = "none", *, classes: str | None = None,
     elif name == "efficientnet_lite0":
         from dissect.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)
-    elif ".py:" in name or name.endswith(".py"):
+    elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:
         lm = _load_torchvision(name, weights)

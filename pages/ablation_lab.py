@@ -148,6 +148,7 @@ def main() -> None:
     app_context()
     st.title("Ablation lab")
     run, model_name, weights, layer = choose_model(L.lab_run())
+    L.confirm_model_file(model_name)
     try:
         lm = L.get_model(model_name, weights)
     except USER_ERRORS as e:
@@ -235,7 +236,7 @@ def main() -> None:
     c1, c2 = st.columns([3, 1])
     c1.text_input("Set", key="abl_set",
                   help="toyworld:N (ToyWorld scenes) or folder:DIR (ImageFolder layout)")
-    c2.number_input("At most images", 10, 5000, 200, key="abl_limit")
+    c2.number_input("At most images", 10, L.LAB_MAX_SET, 200, key="abl_limit")
     set_result = None
     if set_args is not None:
         try:

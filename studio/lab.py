@@ -23,7 +23,7 @@ import streamlit as st
 import torch
 
 from dissect.ablation import ImageAblation, open_image
-from dissect.models import list_layers, load_model
+from dissect.models import is_model_file, list_layers, load_model
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "camera")   # skimage.data, offline
 PRESETS = {"efficientnet_lite0 (real ImageNet weights)": ("efficientnet_lite0", "DEFAULT"),
@@ -38,9 +38,30 @@ def model_lock() -> threading.RLock:
     return threading.RLock()
 
 
+LAB_MAX_SET = 5000          # toyworld:N / folder images a set may hold here (it runs in the server)
+
+
 @st.cache_resource(show_spinner="Loading the model…")
 def get_model(name: str, weights: str):
-    return load_model(name, weights)
+    """The model; a file.py:factory only once the user has confirmed it (confirm_model_file)."""
+    return load_model(name, weights, allow_file=name in _trusted())
+
+
+def _trusted() -> list[str]:
+    return st.session_state.setdefault("abl_trusted_files", [])
+
+
+def confirm_model_file(name: str) -> None:
+    """A run folder's model that is a Python file runs code: show the path, ask, else stop."""
+    if not is_model_file(name) or name in _trusted():
+        return
+    st.warning(f"This run's model is Python code: **`{name}`**. Loading it imports that file "
+               "and runs it inside this server, with your permissions. Import it only if you "
+               "trust the file and whoever sent you this run folder.")
+    if st.button("I trust this file: import it", key="abl_trust_file"):
+        _trusted().append(name)
+        st.rerun()
+    st.stop()
 
 
 @st.cache_resource
@@ -88,7 +109,7 @@ def get_set(name: str, weights: str, spec: str, layer: str, limit: int):
     """(LabelledSet, SetCache over `layer`)."""
     from dissect.labelled import SetCache, open_labelled_set
     lm = get_model(name, weights)
-    lset = open_labelled_set(spec, lm, limit=limit)
+    lset = open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET)
     return lset, SetCache(lm, lset, [layer])
 
 
