@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -43,7 +43,7 @@ CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
 class DissectConfig:
     """Everything that defines a run (stored in run.json["config"])."""
     model: str = "resnet18"
-    weights: str = "none"
+    weights: str | None = None        # None: the model's trained weights; "none": random init
     layers: list[str] = field(default_factory=lambda: ["layer4"])
     probe: str = "toyworld"
     probe_options: dict = field(default_factory=dict)   # categories, split, limit, seed, segmenter
@@ -189,6 +189,9 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
         raise RunError(f"unknown --denominator '{cfg.denominator}': use "
                        f"{', '.join(DENOMINATORS)}")
     out = Path(out)
+    from dissect.models import resolve_weights
+    weights = lm.weights if lm is not None and cfg.weights is None else cfg.weights
+    cfg = replace(cfg, weights=resolve_weights(cfg.model, weights))
     ident = cfg.identity()
     if (out / "run.json").exists():
         try:
@@ -214,6 +217,7 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     shapes = _layer_shapes(lm, probe, cfg.layers)
     writer = RunWriter(out, asdict(cfg), versions=_versions())
     writer.info["identity"] = ident
+    writer.info["random_init"] = lm.random_init      # "random weights: a baseline" in the app
     writer.info["counts"] = {"images": len(probe), "concepts": len(probe.concepts),
                              "skipped_images": int(getattr(probe, "skipped", 0)),
                              "units": {n: s[0] for n, s in shapes.items()}}

@@ -1,4 +1,5 @@
 """The errors a user can cause; the CLI and the app show their message, not a traceback."""
+from dissect.fetch import FetchError
 from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
@@ -16,4 +17,4 @@ class AblationError(ValueError):
     """A bad ablation request (unit out of range, unknown class, unreadable image, empty set)."""
 
 
-USER_ERRORS = (AblationError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)
+USER_ERRORS = (AblationError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)

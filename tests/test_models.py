@@ -113,7 +113,7 @@ def test_class_names_file(tmp_path):
 
 
 def test_layer_info():
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     assert layer_info(lm, "layer4").shape == (512, 7, 7)
     assert not layer_info(lm, "fc").spatial
 
@@ -121,7 +121,7 @@ def test_layer_info():
 def test_prepare_resizes_and_crops():
     from PIL import Image
     import numpy as np
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     x = lm.prepare(Image.fromarray(np.zeros((300, 500, 3), np.uint8)))
     assert x.shape == (3, 224, 224) and float(x.max()) == 0.0
 
