@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dissect.probe import ProbeError, ProbeItem, ProbeSet
+from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 
 _INT = re.compile(r"^\d+$")
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dissect.models import ModelError
+from dissect.loaded_model import ModelError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 

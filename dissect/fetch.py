@@ -157,7 +157,7 @@ def fetch_weights(url: str, *, progress: bool = True) -> Path:
     downloads afresh) and raises ModelError. A cached file is used without any network.
     """
     from dissect.checkpoint import read_state_dict
-    from dissect.models import ModelError
+    from dissect.loaded_model import ModelError
     name = Path(urllib.parse.urlsplit(url).path).name
     if not name:
         raise ModelError(f"--weights {url}: the URL names no file; give the checkpoint's URL")

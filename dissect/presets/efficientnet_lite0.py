@@ -17,7 +17,7 @@ import re
 import torch
 import torchvision
 
-from dissect.models import LoadedModel, ModelError
+from dissect.loaded_model import LoadedModel, ModelError
 
 ARCH = "tf_efficientnet_lite0"
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",

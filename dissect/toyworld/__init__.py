@@ -55,7 +55,7 @@ def toyworld_probe(n: int | None = None, seed: int | None = 0,
                    **_):
     """A BrodenProbe over ToyWorld `seed` with `n` images (default 1000), built when needed."""
     from dissect.broden import BrodenProbe
-    from dissect.probe import ProbeError
+    from dissect.probeset import ProbeError
     n = DEFAULT_N if n is None else int(n)
     if n < 1:
         raise ProbeError(f"toyworld:{n} needs a positive number of images, e.g. toyworld:500")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dissect.probe import ProbeError
+from dissect.probeset import ProbeError
 from dissect.toyworld.generate import render
 from dissect.toyworld.world import (COLORS, OBJECTS, PARTS, PIXEL_CATEGORIES, RANGES,
                                     SCENE_NAMES, TEXTURES, concept_table)

@@ -85,7 +85,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 
 def load_toyworld(weights: str = "default", device: str = "cpu"):
     """The ToyWorld CNN as a LoadedModel: weights "default"/"DEFAULT", "none" or a file path."""
-    from dissect.models import LoadedModel, ModelError
+    from dissect.loaded_model import LoadedModel, ModelError
     model = ToyWorldCNN()
     meta: dict = {}
     mean, std = MEAN, STD
