@@ -60,6 +60,17 @@ def resolve_weights(name: str, weights: str | None) -> str:
     return "DEFAULT"
 
 
+def run_random_init(info: dict) -> bool:
+    """Whether a run (its run.json as a dict) dissected a random-init network: a baseline.
+
+    Runs stamp `random_init`; older ones are judged by their config (`weights` "none")."""
+    if "random_init" in info:
+        return bool(info["random_init"])
+    cfg = info.get("config") or {}
+    return str(cfg.get("weights") or "").lower() == "none" and \
+        not is_user_module(str(cfg.get("model") or ""))
+
+
 def load_model(name: str, weights: str | None = None, *, classes: str | None = None,
                device: str = "cpu", seed: int = 0) -> LoadedModel:
     """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
@@ -68,6 +79,8 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     init, stamped `lm.random_init`), a torchvision enum name (IMAGENET1K_V1, DEFAULT), a
     checkpoint file (.pth, .pth.tar, .safetensors), or an http(s) URL of one (cached).
     """
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     weights = resolve_weights(name, weights)
     url = None
     if weights.lower().startswith(("http://", "https://")):
