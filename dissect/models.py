@@ -142,8 +142,10 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
         from dissect.fetch import offline_reason, offline_message
         why = offline_reason(enum.url)
         if why:
-            raise ModelError(offline_message(f"weights {enum}", path, enum.url, why,
-                                             "or --weights none for a random-init baseline"))
+            home = os.environ.get("TORCH_HOME", "unset, so ~/.cache/torch")
+            raise ModelError(offline_message(
+                f"weights {enum}", path, enum.url, why, "or pass --weights FILE, or --weights "
+                f"none for a random-init baseline ($TORCH_HOME is {home})"))
     try:   # torchvision reads the cached file, or downloads it there with a progress bar
         model = torchvision.models.get_model(name, weights=enum)
     except (OSError, RuntimeError) as e:   # URLError is an OSError; a bad hash a RuntimeError

@@ -15,6 +15,7 @@ def test_torchvision_random_init_is_seeded():
 
 def test_enum_weights_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DISSECT_OFFLINE", "1")      # never download, even on a connected machine
     with pytest.raises(ModelError) as e:
         load_model("resnet18", "IMAGENET1K_V1")
     msg = str(e.value)
