@@ -1,7 +1,8 @@
 """The dissection studio: `streamlit run app.py` (runs from $DISSECT_RUNS, default runs/).
 
-Pages live in pages/ and are registered with st.navigation (pages/common.py: PAGES); the
-sidebar's run and layer pickers are shared by every page and mirrored in the URL.
+Pages live in pages/ (page scripts only); the shared UI (menu, run/layer pickers, cached run
+data, background jobs) lives in studio/. The sidebar's pickers are shared by every page and
+mirrored in the URL.
 """
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from pages.nav import navigation  # noqa: E402  (streamlit only: fast)
+from studio import nav  # noqa: E402  (streamlit only: fast)
 
 # st.navigation first, before the imports that pull in torch: a fresh server leaves Streamlit's
-# legacy pages/-folder menu as soon as any session has run it.
-page = navigation()
+# pages/-folder mode as soon as any session has run it.
+page = nav.navigation()
 
-from pages import common  # noqa: E402
-st.session_state["_ctx"] = common.sidebar()
-try:
-    page.run()
-except (ValueError, OSError, KeyError, EOFError) as err:   # unreadable run files, not bugs
-    st.error(f"Could not read this run's files: {type(err).__name__}: {err}. If the folder was "
-             "damaged, run the same `python -m dissect run ... --out` command again.")
+from studio import common  # noqa: E402
+
+with nav.through_app():
+    top = st.sidebar.container()            # the menu above the pickers, drawn after them so
+    st.session_state["_ctx"] = common.sidebar()   # its links carry the chosen run and layer
+    nav.menu(top)
+    try:
+        page.run()
+    except (ValueError, OSError, KeyError, EOFError) as err:   # unreadable run files, not bugs
+        st.error(f"Could not read this run's files: {type(err).__name__}: {err}. If the folder "
+                 "was damaged, run the same `python -m dissect run ... --out` command again.")

@@ -133,7 +133,7 @@ def pick_run():
 def app_context() -> None:
     """Let the app's shared sidebar know this page ran (and draw it when the app did not)."""
     try:
-        from pages import common
+        from studio import common
     except ImportError:          # the page also works on its own
         return
     common.context()

@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from dissect.export import export_run, netdissect_table
-from pages import common
-from pages.data import get_run, units_table
+from studio import common
+from studio.data import get_run, units_table
 
 ctx = common.need_run()
 st.title("Export")

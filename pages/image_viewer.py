@@ -9,8 +9,8 @@ import numpy as np
 import streamlit as st
 
 from dissect.render import MissingImage, concept_color
-from pages import common
-from pages.data import concepts_table, images_table, layer_arrays, plain_image, renderer, units_table
+from studio import common
+from studio.data import concepts_table, images_table, layer_arrays, plain_image, renderer, units_table
 
 ctx = common.need_run()
 images = images_table(ctx.path, ctx.stamp)

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from dissect.runs import read_info
-from pages import common, jobs
+from studio import common, jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["toyworld", "resnet18", "resnet50", "alexnet", "vgg16", "efficientnet_lite0",

@@ -6,8 +6,8 @@ import plotly.express as px
 import streamlit as st
 
 from dissect.render import category_color
-from pages import common
-from pages.data import iou_threshold, layer_summary, units_table
+from studio import common
+from studio.data import iou_threshold, layer_summary, units_table
 
 ctx = common.need_run()
 units = units_table(ctx.path, ctx.layer, ctx.stamp)
@@ -75,8 +75,7 @@ with left:
     rows = sel.selection.rows if sel is not None and hasattr(sel, "selection") else []
     if rows:
         concept = table.iloc[rows[0]]["label"]
-        st.session_state["browser_search"] = concept
-        common.go("browser")
+        common.go("browser", q=concept)
 with right:
     st.subheader("Layers of this run")
     summary = layer_summary(ctx.path, ctx.stamp)

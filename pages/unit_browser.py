@@ -1,13 +1,13 @@
 """Unit browser: filter and sort a layer's units, see their top images, open or ablate them."""
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlencode
 
 import streamlit as st
 
-from pages import common
-from pages.data import unit_strip, units_table
+from studio import common, nav, urlstate
+from studio.urlstate import Field
+from studio.data import unit_strip, units_table
 
 PER_PAGE = 24
 COLS = 4
@@ -19,16 +19,23 @@ st.caption(f"{ctx.entry.name} · {len(units)} units · top images with the unit'
            "(pixels outside it dimmed ×0.2)")
 
 cats = sorted(units["category"].unique())
+labels = sorted(l for l in units["label"].unique() if l)
+hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
+SORTS = ["IoU ↓", "unit ↑", "label", "category"]
+FIELDS = [Field("cat", "browser_cats", [], "list"), Field("label", "browser_labels", [], "list"),
+          Field("iou", f"browser_iou_{hi}", (0.0, hi), "range"),
+          Field("q", "browser_search", ""), Field("only", "browser_only", False, "bool"),
+          Field("sort", "browser_sort", SORTS[0])]
+urlstate.restore("browser", FIELDS, valid={
+    "cat": lambda v: [c for c in v if c in cats], "label": lambda v: [c for c in v if c in labels],
+    "iou": lambda v: (max(0.0, min(v)), min(hi, max(v))), "sort": lambda v: v if v in SORTS else None})
 f1, f2, f3, f4 = st.columns([2, 2, 3, 2])
 with f1:
     pick_cats = st.multiselect("Category", cats, key="browser_cats", placeholder="all")
 with f2:
-    labels = sorted(l for l in units["label"].unique() if l)
     pick_labels = st.multiselect("Label", labels, key="browser_labels", placeholder="all")
 with f3:
-    hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
-    lo_hi = st.slider("IoU range", 0.0, hi, (0.0, hi), step=0.001, format="%.3f",
-                      key=f"browser_iou_{hi}")
+    lo_hi = st.slider("IoU range", 0.0, hi, step=0.001, format="%.3f", key=f"browser_iou_{hi}")
 with f4:
     search = st.text_input("Concept search", key="browser_search", placeholder="e.g. tree",
                            help="Matches the unit's label and its best label in every category")
@@ -37,7 +44,8 @@ with g1:
     only = st.toggle("Interpretable only", key="browser_only",
                      help="IoU at least the run's threshold")
 with g2:
-    sort = st.selectbox("Sort by", ["IoU ↓", "unit ↑", "label", "category"], key="browser_sort")
+    sort = st.selectbox("Sort by", SORTS, key="browser_sort")
+common.set_params(**urlstate.params("browser", FIELDS))
 
 view = units
 if pick_cats:
@@ -83,7 +91,7 @@ with tab_table:
         if st.button(f"Ablate these units ({len(target)})", key="ablate_btn",
                      icon=":material/science:", disabled=not target):
             st.session_state["ablate_units"] = {"layer": ctx.layer, "units": target}
-            if (Path(common.__file__).parent / "ablation_lab.py").exists():
+            if "ablation" in nav.available():
                 common.go("ablation")
             else:
                 st.warning("The ablation lab is not installed in this build.")

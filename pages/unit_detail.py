@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dissect.render import category_color
-from pages import common
-from pages.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
+from studio import common
+from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
                         unit_overlay, units_table)
 
 COLS = 5

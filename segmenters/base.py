@@ -22,7 +22,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from dissect.probe import ProbeError
+from dissect.probeset import ProbeError
 
 
 class SegmenterError(ProbeError):

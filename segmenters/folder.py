@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dissect.probe import ProbeError, ProbeItem, ProbeSet
+from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 from dissect.runs import atomic_write
 from segmenters import make_segmenter
 from segmenters.base import Segmentation

@@ -33,6 +33,22 @@ def engine_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def second_run(engine_run) -> Path:
+    """engine_run's command with another random init (--seed 1), beside it: <tmp>/runs/r18s1.
+
+    The same model and layers on the same probe, so unit i is the same slot in both runs (the
+    shape of a checkpoint comparison)."""
+    from dissect.__main__ import main
+    info = __import__("json").loads((engine_run / "run.json").read_text())
+    probe = info["config"]["probe"]
+    out = engine_run.parent / "r18s1"
+    assert main(["run", "--model", "resnet18", "--weights", "none", "--seed", "1",
+                 "--layer", "layer3,layer4", "--probe", probe, "--batch-size", "20",
+                 "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_labelled_run(tmp_path_factory):
     """Factory: tiny_labelled_run(layer, out, seed, labels={unit: (label, iou)}) -> run path.
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pages import common, jobs  # noqa: E402
+from studio import common, jobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -223,15 +223,15 @@ def test_job_lock_prevents_double_start_and_cancel_kills(tmp_path):
     assert cmd[1:4] == ["-m", "dissect", "run"] and "layer3,layer4" in cmd
 
 
-def test_unit_detail_renders_under_a_second_after_first_visit():
+def test_unit_detail_next_unit_renders_new_overlays():
+    """Stepping to units not seen before renders their own images (speed: benchmarks/
+    bench_browser.py, not a timed test)."""
     at = app("pages/unit_detail.py", run="r18", layer="layer4", unit=3)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        at.button(key="next_unit").click().run()     # a unit not seen before: new overlays
-        times.append(time.perf_counter() - t)
+    for want in (4, 5, 6):
+        at.button(key="next_unit").click().run()
         assert not at.exception
-    assert sorted(times)[1] < 1.0, times
+        assert at.title[0].value.startswith(f"Unit {want} · ")
+        assert at.query_params["unit"] in (str(want), [str(want)])
 
 
 @pytest.mark.slow

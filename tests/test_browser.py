@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -35,13 +36,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(engine_run, tmp_path_factory):
-    """URL of a streamlit server over a runs root holding a copy of engine_run as 'r18'."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    root = tmp_path_factory.mktemp("browser_runs")
-    shutil.copytree(engine_run, root / "r18", ignore=shutil.ignore_patterns("cache"))
+@contextmanager
+def streamlit_server(root: Path):
+    """URL of a fresh streamlit server on 127.0.0.1 over the runs root `root`; stopped after."""
     port = _free_port()
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
@@ -71,6 +68,36 @@ def server(engine_run, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def runs_root(engine_run, second_run, tmp_path_factory) -> Path:
+    """A runs root holding copies of engine_run ('r18') and second_run ('r18s1')."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    root = tmp_path_factory.mktemp("browser_runs")
+    for run in (engine_run, second_run):
+        shutil.copytree(run, root / run.name, ignore=shutil.ignore_patterns("cache"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs_root):
+    """URL of a streamlit server over runs_root, shared by the tests of this module."""
+    with streamlit_server(runs_root) as url:
+        yield url
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 def _loaded_images(page) -> int:
@@ -125,3 +152,47 @@ def test_unit_browser_click_opens_unit_with_label_and_images(server, engine_run)
             other.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_cold_deep_link_shows_only_our_menu(runs_root, browser, tmp_path):
+    """The first request to a fresh server is a deep link: it renders that page through our
+    menu, and no other menu entry (Streamlit's pages/-folder list) ever appears meanwhile."""
+    from playwright.sync_api import expect
+    from studio.nav import available
+    titles = {title for _, title, _, _ in available().values()}
+    root = tmp_path / "cold"
+    shutil.copytree(runs_root, root, ignore=shutil.ignore_patterns("server.log"))
+    with streamlit_server(root) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(f"{url}/unit_detail?run=r18&layer=layer4&unit=3", wait_until="commit")
+        heading = page.get_by_role("heading", name=re.compile(r"^Unit 3 · "))
+        seen: set[str] = set()
+        deadline = time.monotonic() + 120
+        while not heading.is_visible():
+            seen.update(page.evaluate("""() => [...document.querySelectorAll(
+                '[data-testid=stSidebarNav] a, [data-testid=stSidebarNavItems] a, '
+                + '[data-testid=stSidebar] [data-testid=stPageLink] a')].map(a => a.innerText.trim())"""))
+            assert time.monotonic() < deadline, "the deep link did not render in 120 s"
+            page.wait_for_timeout(100)
+        expect(page.get_by_role("heading", name=re.compile(r"^Unit 3 · "))).to_be_visible()
+        links = page.evaluate("""() => [...document.querySelectorAll('[data-testid=stSidebar] a')]
+            .map(a => a.innerText.trim()).filter(t => t)""")
+        assert page.locator("[data-testid=stSidebarNav]").count() == 0
+        assert set(links) <= titles and "Unit detail" in links, links
+        assert seen <= titles, f"foreign menu entries appeared: {sorted(seen - titles)}"
+        assert "unit=3" in page.url and "run=r18" in page.url
+        page.screenshot(path=str(ARTIFACTS / "cold_deep_link.png"), full_page=True)
+
+
+def test_compare_page_with_two_runs(server, browser):
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1440, "height": 1100})
+    page.goto(f"{server}/compare?run=r18&sel=r18:layer4,r18s1:layer4")
+    expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('.main-svg').length >= 3",
+                           timeout=60_000)
+    expect(page.get_by_text("Label changes, unit by unit")).to_be_visible()
+    expect(page.get_by_test_id("stMetric").first).to_be_visible()
+    assert "sel=r18" in page.url
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)

@@ -1,4 +1,4 @@
-"""Shared UI of the studio (not a page): runs root, run/layer pickers, URL state, guards.
+"""Shared UI of the studio: runs root, run/layer pickers, URL state, guards.
 
     ctx = common.sidebar()            # in app.py, before the page runs
     ctx = common.need_run()           # in a page: stops with a helpful page when no usable run
@@ -20,7 +20,7 @@ import streamlit as st
 from dissect.errors import RunError
 from dissect.render import category_color
 from dissect.runs import read_info
-from pages.nav import PAGES, go, navigation, page_link, reroute_legacy  # noqa: F401 (re-export)
+from studio.nav import PAGES, ensure_routed, go, menu, page_link  # noqa: F401 (re-export)
 
 START_HINT = ("Start one with `make run` (builds the ToyWorld default run), on the **New run** "
               "page, or from a shell:\n\n```\npython -m dissect run --model resnet18 --weights none "
@@ -94,7 +94,7 @@ class Ctx:
 
     @property
     def stamp(self) -> str:
-        from pages.data import stamp
+        from studio.data import stamp
         return stamp(self.path)
 
 
@@ -134,7 +134,7 @@ def run_layers(entry: RunEntry | None) -> list[str]:
     """Layers of a readable run (config order, folders on disk first)."""
     if entry is None or entry.status == "unreadable":
         return []
-    from pages.data import get_run, stamp
+    from studio.data import get_run, stamp
     try:
         return get_run(str(entry.path), stamp(entry.path)).layers
     except (RunError, OSError):
@@ -189,7 +189,7 @@ def sidebar() -> Ctx:
         st.session_state.pop("unit", None) if st.session_state.get("run") else None
     st.session_state["run"] = name
     st.session_state["layer"] = layer
-    set_params()
+    _sync_run_layer()
     return Ctx(root, entries, entry, layer, layers)
 
 
@@ -201,7 +201,7 @@ def _run_caption(entry: RunEntry) -> None:
     if entry.status == "unreadable":
         st.caption("⚠️ unreadable run folder")
         return
-    from pages.data import get_run, stamp
+    from studio.data import get_run, stamp
     try:
         info = get_run(str(entry.path), stamp(entry.path)).info
     except RunError:
@@ -219,6 +219,16 @@ def set_state(**values: object) -> None:
         st.query_params[k] = str(v)
 
 
+def _sync_run_layer() -> None:
+    """Put the chosen run and layer in the URL, keeping the page's own parameters (the page
+    reads them after the sidebar ran)."""
+    want = st.query_params.to_dict()
+    want.update({k: str(st.session_state[k]) for k in ("run", "layer")
+                 if st.session_state.get(k) is not None})
+    if dict(st.query_params.to_dict()) != want:
+        st.query_params.from_dict(want)
+
+
 def set_params(**extra: object) -> None:
     """Make the URL ?run=..&layer=..(&extra): what the user sees is what a link shares."""
     want = {"run": st.session_state.get("run"), "layer": st.session_state.get("layer")}
@@ -231,13 +241,14 @@ def set_params(**extra: object) -> None:
 def context() -> Ctx:
     """This run's Ctx (made by app.py's sidebar); call once per page run.
 
-    A page executed without app.py (Streamlit's legacy pages/ mode on a fresh server's first
-    deep link) installs the real menu and draws the sidebar itself.
+    A page executed without app.py (Streamlit's pages/ folder mode on a fresh server's first
+    deep link) hands over to app.py; under AppTest it draws the menu and sidebar itself.
     """
     ctx = st.session_state.pop("_ctx", None)
-    if ctx is None:          # run without app.py: install our menu (legacy: rerun through it)
-        reroute_legacy()
+    if not ensure_routed() or ctx is None:
+        top = st.sidebar.container()
         ctx = sidebar()
+        menu(top)
     return ctx
 
 
