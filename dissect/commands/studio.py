@@ -59,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"studio: http://{args.address}:{args.port} (runs from {Path(args.runs).resolve()})",
           file=sys.stderr)
     env = {**os.environ, "DISSECT_RUNS": str(Path(args.runs).resolve())}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":        # become the server: Ctrl-C and kill reach Streamlit itself
+        os.execve(cmd[0], cmd, env)
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
