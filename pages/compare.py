@@ -56,7 +56,7 @@ except (ValueError, OSError, KeyError) as err:
     st.stop()
 
 has_sig = summary["significant"].notna().all()
-st.dataframe(summary.drop(columns=["item"]), hide_index=True, column_config={
+st.dataframe(summary.drop(columns=["item"] + ([] if has_sig else ["significant"])), hide_index=True, column_config={
     "median_iou": st.column_config.NumberColumn("median IoU", format="%.3f"),
     "unique_concepts": st.column_config.NumberColumn("unique concepts"),
     "threshold": st.column_config.NumberColumn("IoU ≥", format="%.2f"),
