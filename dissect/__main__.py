@@ -11,7 +11,8 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "data", "studio"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "data",
+            "studio"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,6 +63,10 @@ class DissectConfig:
     tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
                                       # on small machines; 0 = leave torch's setting)
 
+    def __post_init__(self) -> None:
+        from dissect.models import resolve_weights
+        self.weights = resolve_weights(self.model, self.weights)   # None -> trained weights
+
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
         keep = {k: v for k, v in asdict(self).items()
@@ -135,6 +139,20 @@ class _Layer:
         for key, value in state.items():
             getattr(self, key).load_state_dict(value)
 
+    def topk_maps(self, start: int = 0) -> np.ndarray:
+        """float16 [K, k, h, w]: each unit's raw map on each of its top images (cache rows
+        start at image `start`)."""
+        idx = self.top.indices.numpy().astype(np.int64) - start
+        maps = np.zeros(idx.shape + self.shape[1:], np.float16)
+        for u in range(idx.shape[0]):
+            maps[u] = self.cache[idx[u], u]
+        return maps
+
+    def start_phase2(self, n_concepts: int, n_categories: int, bins: int) -> None:
+        """Fresh phase-2 statistics (histogram edges from the phase-1 min/max)."""
+        self.tally = IoUTally(self.shape[0], n_concepts, n_categories)
+        self.hist = Histogram.from_range(self.minmax.min, self.minmax.max, bins)
+
     def flush(self) -> None:
         for a in (self.cache, self.imgmax):
             if isinstance(a, np.memmap):
@@ -185,43 +203,19 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     `lm` (a LoadedModel) and `probe` override loading from `cfg` (tests, the app).
     Raises RunError when `out` holds a different run (pass overwrite=True to replace it).
     """
-    if cfg.denominator not in DENOMINATORS:
-        raise RunError(f"unknown --denominator '{cfg.denominator}': use "
-                       f"{', '.join(DENOMINATORS)}")
     out = Path(out)
-    from dissect.models import resolve_weights
-    weights = lm.weights if lm is not None and cfg.weights is None else cfg.weights
-    cfg = replace(cfg, weights=resolve_weights(cfg.model, weights))
-    ident = cfg.identity()
-    if (out / "run.json").exists():
-        try:
-            info = read_info(out)
-        except RunError:
-            info = {}
-        same = info.get("identity") == ident
-        if same and info.get("status") == "complete" and not overwrite:
-            return out
-        if not same and not overwrite:
-            raise RunError(f"{out} holds a different run ({info.get('config', {}).get('model')}"
-                           f" on {info.get('config', {}).get('probe')}); pass another --out, or "
-                           "--overwrite to replace it")
-        if overwrite and not same:
-            shutil.rmtree(out)
+    if lm is not None and cfg.weights != lm.weights:   # record the weights actually used
+        cfg = replace(cfg, weights=lm.weights)
+    if check_out(cfg, out, overwrite):
+        return out
     if probe is None:
-        opts = {k: v for k, v in cfg.probe_options.items() if v is not None}
-        probe = open_probe(cfg.probe, **opts)
+        probe = open_cfg_probe(cfg)
     if lm is None:
         from dissect.models import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
                         seed=cfg.seed)
     shapes = _layer_shapes(lm, probe, cfg.layers)
-    writer = RunWriter(out, asdict(cfg), versions=_versions())
-    writer.info["identity"] = ident
-    writer.info["random_init"] = lm.random_init      # "random weights: a baseline" in the app
-    writer.info["counts"] = {"images": len(probe), "concepts": len(probe.concepts),
-                             "skipped_images": int(getattr(probe, "skipped", 0)),
-                             "units": {n: s[0] for n, s in shapes.items()}}
-    writer.save()
+    writer = new_writer(cfg, out, probe, shapes)
     try:
         _run(cfg, out, writer, lm, probe, shapes, progress)
     except KeyboardInterrupt:
@@ -231,6 +225,48 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
         writer.fail(_clean_worker_error(e) if isinstance(e, Exception) else e)
         raise
     return out
+
+
+def check_out(cfg: DissectConfig, out: Path, overwrite: bool) -> bool:
+    """True when `out` already holds this run, complete; RunError when it holds another one
+    (removed first with `overwrite`). A same, unfinished run is left to resume."""
+    if cfg.denominator not in DENOMINATORS:
+        raise RunError(f"unknown --denominator '{cfg.denominator}': use "
+                       f"{', '.join(DENOMINATORS)}")
+    ident = cfg.identity()
+    if (out / "run.json").exists():
+        try:
+            info = read_info(out)
+        except RunError:
+            info = {}
+        same = info.get("identity") == ident
+        if same and info.get("status") == "complete" and not overwrite:
+            return True
+        if not same and not overwrite:
+            raise RunError(f"{out} holds a different run ({info.get('config', {}).get('model')}"
+                           f" on {info.get('config', {}).get('probe')}); pass another --out, or "
+                           "--overwrite to replace it")
+        if overwrite and not same:
+            shutil.rmtree(out)
+    return False
+
+
+def open_cfg_probe(cfg: DissectConfig) -> ProbeSet:
+    """The probe set `cfg` names, opened with its options."""
+    return open_probe(cfg.probe, **{k: v for k, v in cfg.probe_options.items() if v is not None})
+
+
+def new_writer(cfg: DissectConfig, out: Path, probe: ProbeSet, shapes: dict) -> RunWriter:
+    """A RunWriter for `out` with the run's identity and counts in run.json (status running)."""
+    writer = RunWriter(out, asdict(cfg), versions=_versions())
+    writer.info["identity"] = cfg.identity()
+    from dissect.models import run_random_init
+    writer.info["random_init"] = run_random_init({"config": asdict(cfg)})   # the app's badge
+    writer.info["counts"] = {"images": len(probe), "concepts": len(probe.concepts),
+                             "skipped_images": int(getattr(probe, "skipped", 0)),
+                             "units": {n: s[0] for n, s in shapes.items()}}
+    writer.save()
+    return writer
 
 
 def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -> None:
@@ -261,8 +297,7 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
     t0 = time.perf_counter()
     done = 0
     for L in layers.values():
-        L.tally = IoUTally(L.shape[0], len(concepts), len(cats))
-        L.hist = Histogram.from_range(L.minmax.min, L.minmax.max, cfg.bins)
+        L.start_phase2(len(concepts), len(cats), cfg.bins)
     if ck2 is not None and ck2.exists():
         state = torch.load(ck2, weights_only=False)
         if state.get("identity") == cfg.identity():
@@ -323,23 +358,29 @@ class _PhaseProgress:
         self.writer.progress(self.name, self.done, self.n, force=True)
 
 
-def _remaining(probe: ProbeSet, done: int, cfg):
-    """A loader over the images a phase has not processed yet (resume), in probe order."""
-    return probe_loader(probe if done == 0 else Subset(probe, range(done, len(probe))),
+def _remaining(probe: ProbeSet, done: int, cfg, rows: range | None = None):
+    """A loader over the images of `rows` (default: all) a phase has not processed yet
+    (resume), in probe order."""
+    rows = range(len(probe)) if rows is None else rows
+    todo = rows[done:]
+    return probe_loader(probe if todo == range(len(probe)) else Subset(probe, todo),
                         cfg.batch_size, cfg.workers)
 
 
-def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool) -> None:
-    n = len(probe)
+def _phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool,
+            rows: range | None = None) -> None:
+    """Forward `rows` (default: all images; a shard's caches hold only its rows)."""
+    rows = range(len(probe)) if rows is None else rows
+    n, start = len(rows), rows.start
     names = list(layers)
-    loader = _remaining(_image_view(probe), done, cfg)
+    loader = _remaining(_image_view(probe), done, cfg, rows)
     track = _PhaseProgress("forward", 1, n, done, cfg, layers, writer, ckpt, progress)
     with torch.inference_mode():
         for batch in _batches(loader):
             x = lm.normalize(batch.images.to(lm.device, non_blocking=True))
             with capture(lm.model, names, stop_after=True) as acts:
                 stopped_forward(lm.model, x)
-            idx = batch.index.numpy()
+            idx = batch.index.numpy() - start
             lo, hi = int(idx[0]), int(idx[-1]) + 1
             contiguous = hi - lo == len(idx)
             with _threads(1):            # small statistic ops: threads only add overhead
@@ -395,9 +436,10 @@ def _image_view(probe: ProbeSet) -> ProbeSet:
 
 
 def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, writer,
-            done: int, ckpt, progress: bool) -> None:
-    n = len(probe)
-    loader = _remaining(_label_view(probe), done, cfg)
+            done: int, ckpt, progress: bool, rows: range | None = None) -> None:
+    rows = range(len(probe)) if rows is None else rows
+    n, start = len(rows), rows.start
+    loader = _remaining(_label_view(probe), done, cfg, rows)
     dev = torch.device(cfg.device)
     cc_dev = cc.to(dev)
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
@@ -405,7 +447,7 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
     with _threads(cfg.tally_threads if dev.type == "cpu" else 0), torch.inference_mode():
         for batch in _batches(loader):
             labels = BatchLabels.from_batch(batch, lut, probe.mask_size)
-            idx = batch.index.numpy()
+            idx = batch.index.numpy() - start
             lo, hi = int(idx[0]), int(idx[-1]) + 1
             for name, L in layers.items():
                 raw = L.cache[lo:hi] if hi - lo == len(idx) else L.cache[idx]

@@ -110,16 +110,12 @@ def write_results(writer, cfg, probe, concepts: pd.DataFrame, categories: list[s
                          act=t.act.numpy(), act_nd=t.act_nd.numpy(),
                          act_lite=t.act_lite.numpy(), concept_category=cc)
         idx = L.top.indices.numpy().astype(np.int64)
-        k = idx.shape[0]
-        maps = np.zeros(idx.shape + L.shape[1:], np.float16)
-        for u in range(k):
-            maps[u] = L.cache[idx[u], u]
         writer.write_npz(f"{base}/topk.npz", indices=idx,
-                         values=L.top.values.numpy().astype(np.float32), maps=maps)
+                         values=L.top.values.numpy().astype(np.float32), maps=L.topk_maps())
         writer.write_npy(f"{base}/imgmax.npy", np.asarray(L.imgmax, dtype=np.float32))
         writer.write_npz(f"{base}/hist.npz", edges=L.hist.edges.numpy().astype(np.float32),
                          counts=L.hist.counts.numpy().astype(np.int64))
-        if cfg.keep_acts:
+        if cfg.keep_acts and L.cache is not None:     # a Ray run whose workers kept theirs: None
             _write_acts_f16(writer.file(f"{base}/acts.npy"), L.cache)
         writer.write_csv(f"{base}/units.csv", units)
         writer.progress("write", done + 1, len(layers))

@@ -105,6 +105,11 @@ with c2:
                                                 "that counts as active (T_k)")
     batch = q2.number_input("Batch size", 1, 512, 32, key="nr_bs")
     device = q3.selectbox("Device", ["cpu", "cuda"], key="nr_dev")
+    ray_address = st.text_input(
+        "Ray cluster (optional)", "", key="nr_ray", placeholder="local:2 or HEAD_IP:6379",
+        help="Shard the run over Ray: `local:N` starts a local cluster of N workers; "
+             "HOST:PORT joins a running one (`ray start --head`). The probe folder must be at "
+             "the same path on every node. Empty: one process.").strip()
 
 default_name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model or 'model'}-{kind}-"
                       f"{dt.datetime.now():%m%d-%H%M}")
@@ -120,6 +125,8 @@ if kind != "toyworld" and not probe.split(":", 1)[1]:
     problems.append(f"give the {kind} folder")
 elif kind != "toyworld" and not Path(probe.split(":", 1)[1]).is_dir():
     problems.append(f"the folder {probe.split(':', 1)[1]} does not exist")
+if ray_address and not jobs.RAY_OK.match(ray_address):
+    problems.append("give the Ray cluster as local, local:N or HOST:PORT (or leave it empty)")
 out = common.safe_run_path(name, root) if NAME_OK.match(name or "") else None
 if out is None:
     problems.append("use a plain run name (letters, digits, . _ -)")
@@ -133,7 +140,7 @@ elif (out / "run.json").exists():
 
 cmd = jobs.run_command(model=model or "?", weights=weights or "default", layers=layers,
                        probe=probe, segmenter=segmenter, quantile=quantile,
-                       batch_size=int(batch), device=device,
+                       batch_size=int(batch), device=device, ray=ray_address or None,
                        out=out or root / (name or "run")) if model else []
 st.code(" ".join(["python"] + cmd[1:]) if cmd else "", language="bash", wrap_lines=True)
 if problems:
@@ -196,6 +203,10 @@ def watch() -> None:
             if status in ("running", "starting"):
                 a.progress(min(1.0, done / total), text=f"{prog.get('phase', 'starting')}: "
                                                         f"{done} / {prog.get('total', '?')}")
+            if info.get("shards") and status != "complete":
+                with a.expander(f"{len(info['shards'])} Ray shards", expanded=True):
+                    for row in jobs.shard_lines(info):
+                        st.progress(row["fraction"], text=row["text"])
             elif status == "failed":
                 a.error(info.get("error") or "failed")
             elif status == "complete":

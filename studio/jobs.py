@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,20 +34,39 @@ class AlreadyRunning(RuntimeError):
     """The run folder's lock names a live process."""
 
 
+RAY_OK = re.compile(r"^(local(:[1-9][0-9]{0,3})?|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5})$")
+
+
 def run_command(*, model: str, weights: str, layers: list[str], probe: str, out: Path,
                 segmenter: str | None = None, quantile: float | None = None,
                 batch_size: int | None = None, device: str | None = None,
-                seed: int | None = None) -> list[str]:
-    """The `python -m dissect run ...` argv for these choices."""
+                seed: int | None = None, ray: str | None = None) -> list[str]:
+    """The `python -m dissect run ...` argv for these choices (`ray`: --ray local:N | ADDRESS)."""
     cmd = [sys.executable, "-m", "dissect", "run", "--model", model, "--weights", weights,
            "--layer", ",".join(layers), "--probe", probe]
     if segmenter:
         cmd += ["--segmenter", segmenter]
     for flag, v in (("--quantile", quantile), ("--batch-size", batch_size),
-                    ("--device", device), ("--seed", seed)):
+                    ("--device", device), ("--seed", seed), ("--ray", ray)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd + ["--out", str(out)]
+
+
+def shard_lines(info: dict) -> list[dict]:
+    """One {"fraction", "text"} per Ray shard of a run.json (as `run --ray` records them)."""
+    lines = []
+    for r in info.get("shards") or []:
+        total = max(1, int(r.get("total") or 1))
+        done = min(total, int(r.get("done") or 0))
+        lo, hi = (r.get("images") or ["?", "?"])[:2]
+        state = "done" if r.get("finished") else f"{done} / {total}"
+        extra = f" · attempt {r['attempts']}" if int(r.get("attempts") or 0) > 1 else ""
+        node = f" · {r['node']}" if r.get("node") else ""
+        lines.append({"fraction": done / total,
+                      "text": f"shard {r.get('shard')} (images {lo}–{hi}) · {r.get('phase')}: "
+                              f"{state}{node}{extra}"})
+    return lines
 
 
 def read_lock(run_dir: Path) -> dict | None:

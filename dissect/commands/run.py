@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--no-acts", action="store_true", help="do not keep acts.npy in the run")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", default=None, metavar="local[:N]|ADDRESS",
+                   help="shard over Ray: a local cluster of N workers, or a cluster's HOST:PORT")
+    p.add_argument("--shards", type=int, default=None,
+                   help="with --ray: shard count (default: the cluster's CPUs / threads)")
     p.add_argument("--out", required=True, help="run folder")
     p.set_defaults(handler=main)
 
@@ -54,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from dissect.errors import RunError
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
-    if args.threads:
+    if args.threads and not args.ray:       # with --ray: threads per shard
         torch.set_num_threads(args.threads)
     if not 0 < args.quantile < 1:
         raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
@@ -71,7 +75,13 @@ def main(args: argparse.Namespace) -> int:
         cache_dtype=args.cache_dtype, keep_acts=not args.no_acts)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
+        if args.ray:
+            from dissect.distributed import dissect_ray
+            out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
+                              threads=args.threads or 1, progress=not args.quiet,
+                              overwrite=args.overwrite)
+        else:
+            out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         signal.signal(signal.SIGTERM, previous)
     from dissect.runs import open_run
