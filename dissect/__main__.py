@@ -1,4 +1,4 @@
-"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run} ...
+"""Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run,explain} ...
 
 Each subcommand lives in dissect/commands/<name>.py with `add_parser(subparsers)` and
 `main(args) -> int`. Known errors print one clear line and exit non-zero, never a traceback.
@@ -11,8 +11,8 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "data",
-            "studio"]
+COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
+            "data", "studio"]
 
 
 def build_parser() -> argparse.ArgumentParser:

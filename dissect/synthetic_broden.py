@@ -28,6 +28,8 @@ COLORS = {  # name -> RGB
 }
 SCENES = {"beach": "yellow", "forest": "green", "sky": "blue", "night": "black"}
 OBJECTS = {"car": "red", "house": "white", "tree": "purple", "window": "gray"}
+SHAPES = ("circle", "square")   # optional objects (shapes=True) in a random colour
+SHAPE_COLORS = ("red", "green", "blue", "yellow")
 OBJECT_BASE = 300   # object label numbers: 300, 301, ... (uses the G channel)
 
 
@@ -37,7 +39,7 @@ def _label_table() -> pd.DataFrame:
         rows.append((1 + i, name, "color"))
     for i, name in enumerate(SCENES):
         rows.append((20 + i, name, "scene"))
-    for i, name in enumerate(OBJECTS):
+    for i, name in enumerate(list(OBJECTS) + list(SHAPES)):
         rows.append((OBJECT_BASE + i, name, "object"))
     return pd.DataFrame(rows, columns=["number", "name", "cat"])
 
@@ -51,8 +53,12 @@ def _save_mask(path: Path, labels: np.ndarray) -> None:
 
 def make_synthetic_broden(out: str | os.PathLike, n: int = 100, image_size: int = 64,
                           mask_size: int = 32, seed: int = 0, image_format: str = "jpg",
-                          val_fraction: float = 0.2) -> dict:
-    """Write a Broden-format folder; returns {"dir", "labels": {name: number}, "n"}."""
+                          val_fraction: float = 0.2, shapes: bool = False) -> dict:
+    """Write a Broden-format folder; returns {"dir", "labels": {name: number}, "n"}.
+
+    shapes=True also draws one or two circles or squares per image, each in a random colour
+    (red, green, blue or yellow), over the boxes: formulas such as (circle OR square) AND NOT
+    red then describe exact regions."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -94,6 +100,23 @@ def make_synthetic_broden(out: str | os.PathLike, n: int = 100, image_size: int 
                 colour[y:y + h // 2, x:x + w] = color_ids["gray"]
                 if i % 7 == 0:   # a few windows are also annotated as objects
                     planes[0][y:y + max(1, h // 8), x:x + w] = num["window"]
+        if shapes:
+            yy, xx = np.mgrid[0:s, 0:s]
+            for _ in range(int(rng.integers(1, 3))):
+                shape = SHAPES[int(rng.integers(0, 2))]
+                r = int(rng.integers(s // 8, s // 4))
+                cy, cx = (int(v) for v in rng.integers(r, s - r, size=2))
+                if shape == "circle":
+                    region = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+                else:
+                    region = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+                plane = next((p for p in planes if not p[region].any()), None)
+                if plane is None:
+                    plane = np.zeros((s, s), np.int32)
+                    planes.append(plane)
+                plane[region] = num[shape]
+                colour[region] = color_ids[SHAPE_COLORS[int(rng.integers(0, 4))]]
+                part[region] = 0
         # image pixels: nearest-upsampled colour map plus a little noise
         rgb = np.array([COLORS[n_] for n_ in COLORS], np.float32)
         ids = np.array(list(color_ids.values()))

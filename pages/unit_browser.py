@@ -5,9 +5,9 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from studio import common, nav, urlstate
+from studio import common, formulas, nav, urlstate
 from studio.urlstate import Field
-from studio.data import unit_strip, units_table
+from studio.data import get_run, unit_strip, units_table
 
 PER_PAGE = 24
 COLS = 4
@@ -25,6 +25,7 @@ SORTS = ["IoU ↓", "unit ↑", "label", "category"]
 FIELDS = [Field("cat", "browser_cats", [], "list"), Field("label", "browser_labels", [], "list"),
           Field("iou", f"browser_iou_{hi}", (0.0, hi), "range"),
           Field("q", "browser_search", ""), Field("only", "browser_only", False, "bool"),
+          Field("fm", "browser_formula", ""),
           Field("sort", "browser_sort", SORTS[0])]
 urlstate.restore("browser", FIELDS, valid={
     "cat": lambda v: [c for c in v if c in cats], "label": lambda v: [c for c in v if c in labels],
@@ -39,7 +40,11 @@ with f3:
 with f4:
     search = st.text_input("Concept search", key="browser_search", placeholder="e.g. tree",
                            help="Matches the unit's label and its best label in every category")
-g1, g2, _ = st.columns([2, 2, 5])
+g1, g2, g3, _ = st.columns([2, 2, 3, 2])
+with g3:
+    mention = st.text_input("Formula mentions", key="browser_formula", placeholder="e.g. tree",
+                            help="Units whose compositional formula uses this concept "
+                                 "(exact name; `python -m dissect explain` makes formulas)")
 with g1:
     only = st.toggle("Interpretable only", key="browser_only",
                      help="IoU at least the run's threshold")
@@ -60,6 +65,11 @@ if search.strip():
     text_cols = [c for c in view.columns if c == "label" or c.endswith("-label")]
     hit = view[text_cols].astype(str).apply(lambda s: s.str.lower().str.contains(q, regex=False))
     view = view[hit.any(axis=1)]
+if mention.strip():
+    names = [str(n) for n in get_run(ctx.path, ctx.stamp).concepts["name"]]
+    view, note = formulas.filter_mentions(view, mention, names)
+    if note:
+        st.warning(note)
 view = {"IoU ↓": lambda v: v.sort_values("iou", ascending=False),
         "unit ↑": lambda v: v.sort_values("unit"),
         "label": lambda v: v.sort_values(["label", "iou"], ascending=[True, False]),
@@ -68,8 +78,8 @@ view = {"IoU ↓": lambda v: v.sort_values("iou", ascending=False),
 
 tab_cards, tab_table = st.tabs([f"Cards ({len(view)})", "Table"])
 with tab_table:
-    shown = [c for c in ["unit", "label", "category", "iou", "threshold", "interpretable"]
-             if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
+    shown = [c for c in ["unit", "label", "category", "iou", "formula", "formula_iou_heldout",
+                         "threshold", "interpretable"] if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
     table = view[shown].copy()
     q = {"run": ctx.entry.name, "layer": ctx.layer}
     table.insert(1, "link", [f"unit_detail?{urlencode({**q, 'unit': int(u)})}"
@@ -121,4 +131,6 @@ with tab_cards:
                     st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.3f}**"
                                 + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*"),
                                 unsafe_allow_html=True)
+                    if str(row.get("formula", "") or "") and row["formula"] != row["label"]:
+                        st.caption(f"formula: {row['formula']}")
                     st.image(unit_strip(ctx.path, ctx.stamp, ctx.layer, u), width="stretch")

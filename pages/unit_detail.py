@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dissect.render import category_color
-from studio import common
+from studio import common, formulas
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
                         unit_overlay, units_table)
 
@@ -59,6 +59,7 @@ if extra:
             if str(row.get(c + "-label", "")) not in ("", "nan") and c + "-iou" in row]
     if bits:
         st.caption("Best per category — " + " · ".join(bits))
+formulas.section(ctx, row, arrays["topk_indices"][unit])
 
 indices, values = arrays["topk_indices"][unit], arrays["topk_values"][unit]
 k = len(indices)

@@ -44,6 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("--shards", type=int, default=None,
                    help="with --ray: shard count (default: the cluster's CPUs / threads)")
     p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--explain", action="store_true",
+                   help="also compute compositional formulas (as `python -m dissect explain`)")
+    from dissect.commands.explain import add_options
+    add_options(p, prefix="explain-")
     p.set_defaults(handler=main)
 
 
@@ -60,6 +64,9 @@ def main(args: argparse.Namespace) -> int:
         raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     if args.threads and not args.ray:       # with --ray: threads per shard
         torch.set_num_threads(args.threads)
+    if args.explain:
+        from dissect.formulas.explain import check_options
+        check_options(args.explain_length, args.explain_beam, getattr(args, "null", 0) or 0)
     if not 0 < args.quantile < 1:
         raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
     layers = [l.strip() for l in args.layer.split(",") if l.strip()]
@@ -91,5 +98,13 @@ def main(args: argparse.Namespace) -> int:
         n = int(units["interpretable"].sum()) if "interpretable" in units else 0
         print(f"{layer}: {n}/{len(units)} units interpretable (IoU ≥ {cfg.iou_threshold})",
               file=sys.stderr)
+    if args.explain:
+        from dissect.commands.explain import report
+        from dissect.formulas.explain import explain_run
+        summary = explain_run(out, length=args.explain_length, beam=args.explain_beam,
+                              null=getattr(args, "null", 0) or 0, seed=args.seed,
+                              heldout=args.explain_heldout, exact=not args.explain_no_exact,
+                              progress=not args.quiet)
+        print(report(summary), file=sys.stderr)
     print(str(out))
     return 0
