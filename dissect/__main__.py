@@ -12,7 +12,7 @@ import os
 import sys
 
 COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
-            "data", "studio"]
+            "trace", "rewrite", "data", "studio"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,6 @@ from dissect.replay import Replay
 
 MODES = ("zero", "mean", "value", "scale")
 MAX_SIDE = 4096                 # photos are shrunk to this before preprocessing
-MAX_PIXELS = 200_000_000        # refuse anything larger (decompression bombs)
 
 
 @dataclass(eq=False)
@@ -109,6 +108,21 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
+def format_units(units: Iterable[int]) -> str:
+    """[3, 17, 40, 41, 42, 43] -> "3,17,40-43" (parse_units reads it back)."""
+    out, run = [], []
+    for u in sorted({int(u) for u in units}):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [u]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(out)
+
+
 def invert(iv: Intervention, num_units: int) -> Intervention:
     """The same intervention on every other unit of the layer."""
     chosen = set(iv.units)
@@ -185,29 +199,27 @@ def unit_means(lm: LoadedModel, layer: str, batches: Iterable[torch.Tensor]) -> 
 
 # ---- images --------------------------------------------------------------------------------
 
-def open_image(source, name: str | None = None):
-    """A PIL RGB image from a path or file-like; huge images are shrunk, non-images refused."""
+def open_image(source, name: str | None = None, max_pixels: int | None = None):
+    """A PIL RGB image from a path or file-like; huge images are refused before decoding (a
+    per-call limit; PIL's global guard is left alone), 16-bit/float ones scaled, not clipped."""
     from PIL import Image, UnidentifiedImageError
-    label = name or (source if isinstance(source, (str, os.PathLike)) else "upload")
+
+    from dissect.images import MAX_PIXELS, ImageTooLarge, open_limited, to_rgb
+    label = name or (os.path.basename(source) if isinstance(source, (str, os.PathLike))
+                     else "upload")
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
         raise AblationError(f"image '{label}' does not exist")
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None          # we check the size ourselves, before decoding
     try:
-        img = Image.open(source)
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise AblationError(f"image '{label}' is {w}x{h} pixels, over the limit of "
-                                f"{MAX_PIXELS:,}; shrink it first")
+        img = open_limited(source, max_pixels=max_pixels or MAX_PIXELS, label=label)
         img.draft("RGB", (MAX_SIDE, MAX_SIDE))      # JPEG: decode at a reduced scale
-        img = img.convert("RGB")
+        img = to_rgb(img)
         img.thumbnail((MAX_SIDE, MAX_SIDE))
         return img
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+    except ImageTooLarge as e:
+        raise AblationError(str(e)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise AblationError(f"'{label}' is not an image that can be read "
                             f"({type(e).__name__}); use a PNG or JPEG file") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 def image_tensor(lm: LoadedModel, source, name: str | None = None) -> torch.Tensor:
@@ -247,6 +259,13 @@ def class_changes(before: torch.Tensor, after: torch.Tensor, names: Sequence[str
     order = moved[delta[moved].abs().argsort(descending=True)]
     return [{"class": names[j] if j < len(names) else f"class {j}", "before": float(before[j]),
              "after": float(after[j]), "delta": float(delta[j])} for j in order.tolist()]
+
+
+def moved_most(changes: Sequence[dict], n: int = 12) -> list[dict]:
+    """The `n` class changes with the largest |delta|, ordered by delta (gains first): the rows
+    of a diverging bar chart."""
+    top = sorted(changes, key=lambda c: -abs(c["delta"]))[:n]
+    return sorted(top, key=lambda c: -c["delta"])
 
 
 class ImageAblation:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dissect.images import to_rgb
 from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 
 _INT = re.compile(r"^\d+$")
@@ -44,6 +45,24 @@ def _read_csv(path: Path, required: Sequence[str], fix: str) -> pd.DataFrame:
         raise ProbeError(f"{path} has no column {', '.join(repr(m) for m in missing)} "
                          f"(it has: {', '.join(df.columns)}); {fix}")
     return df
+
+
+def _label_names(path: Path, labels: pd.DataFrame) -> dict[int, str]:
+    """number -> name of label.csv; ProbeError naming the line of a bad or repeated number."""
+    names: dict[int, str] = {}
+    first: dict[int, int] = {}
+    for i, (num, name) in enumerate(zip(labels["number"], labels["name"])):
+        line = i + 2                                   # 1-based, after the header
+        try:
+            n = int(str(num).strip())
+        except ValueError:
+            raise ProbeError(f"{path} line {line}: number {num!r} is not a whole number; "
+                             "fix that line") from None
+        if n in names:
+            raise ProbeError(f"{path} line {line}: label number {n} repeats line {first[n]} "
+                             f"('{names[n]}' and '{name}'); each label needs its own number")
+        names[n], first[n] = name, line
+    return names
 
 
 def _split_cell(cell: str) -> list[str]:
@@ -78,7 +97,7 @@ class BrodenProbe(ProbeSet):
                           "add the column (one per category in category.csv; empty cells are "
                           "fine) or pick categories with --categories")
         labels = _read_csv(d / "label.csv", ["number", "name"], fix_fmt)
-        names = dict(zip(labels["number"].astype(int), labels["name"]))
+        names = _label_names(d / "label.csv", labels)
 
         # primary category per label: largest c_<cat>.csv coverage, ties to the later category
         best: dict[int, tuple[float, int]] = {}
@@ -173,7 +192,7 @@ class BrodenProbe(ProbeSet):
                              "remove that row from index.csv")
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB")
+                im = to_rgb(im)                  # 16-bit / float scaled, not clipped
                 size = getattr(self, "image_size", None)
                 if size and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)

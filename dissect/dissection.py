@@ -14,9 +14,11 @@ statistics, so an interrupted run resumes where it stopped. Semantics: ../shared
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -30,10 +32,12 @@ from tqdm.auto import tqdm
 
 from dissect.errors import LayerError, RunError
 from dissect.hooks import capture, get_layer, stopped_forward
+from dissect.lock import LOCK, run_lock
 from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
 from dissect.runs import RunWriter, atomic_write, read_info, reserve
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.tally import BatchLabels, tally_batch
+from dissect.trust import PerImageStats
 
 DENOMINATORS = ("nd", "netdissect-lite", "global")
 CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
@@ -62,6 +66,9 @@ class DissectConfig:
     bins: int = 64
     tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
                                       # on small machines; 0 = leave torch's setting)
+    null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
+    heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
+    baseline: str = ""                # --baseline rotation|random-init (dissect.baselines)
 
     def __post_init__(self) -> None:
         from dissect.models import resolve_weights
@@ -112,28 +119,35 @@ class _Layer:
         self.name, self.shape = name, shape
         k, h, w = shape
         dtype = np.float16 if cfg.cache_dtype == "float16" else np.float32
+        self.fresh = True              # a cache file was (re)created now: no checkpoint fits
+        self.files: list[Path] = []
         if cache_dir is None:
             self.cache = np.zeros((n, k, h, w), dtype)
             self.imgmax = np.zeros((n, k), np.float32)
         else:
-            f, g = cache_dir / f"{name}.acts.npy", cache_dir / f"{name}.imgmax.npy"
-            mode = "r+" if f.exists() and g.exists() else "w+"
-            self.cache = np.lib.format.open_memmap(f, mode=mode, dtype=dtype, shape=(n, k, h, w))
-            self.imgmax = np.lib.format.open_memmap(g, mode=mode, dtype=np.float32, shape=(n, k))
-            if mode == "w+":
-                reserve(f)
-                reserve(g)
+            self.files = [cache_dir / f"{name}.acts.npy", cache_dir / f"{name}.imgmax.npy"]
+            self.cache, fresh_a = _open_cache(self.files[0], dtype, (n, k, h, w))
+            self.imgmax, fresh_m = _open_cache(self.files[1], np.float32, (n, k))
+            self.fresh = fresh_a or fresh_m
         self.quant = TailQuantile(k, cfg.quantile, n * h * w)
         self.minmax = MinMax(k)
         self.top = TopK(k, cfg.topk)
         self.tally: IoUTally | None = None
         self.hist: Histogram | None = None
+        self.trust: PerImageStats | None = None     # per-image statistics (phase 2)
+
+    def identity(self) -> dict:
+        """What the checkpoint trusts: each cache file's device, inode and size."""
+        return {f.name: _file_identity(f) for f in self.files}
 
     def stats(self, phase: int) -> dict:
         if phase == 1:
             return {"quant": self.quant.state_dict(), "minmax": self.minmax.state_dict(),
                     "top": self.top.state_dict()}
-        return {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+        out = {"tally": self.tally.state_dict(), "hist": self.hist.state_dict()}
+        if self.trust is not None:
+            out["trust"] = self.trust.state_dict()
+        return out
 
     def load(self, state: dict) -> None:
         for key, value in state.items():
@@ -157,6 +171,40 @@ class _Layer:
         for a in (self.cache, self.imgmax):
             if isinstance(a, np.memmap):
                 a.flush()
+
+
+def _open_cache(path: Path, dtype, shape: tuple[int, ...]) -> tuple[np.memmap, bool]:
+    """The on-disk cache array at `path` (reused when its header and size fit, else created),
+    with its blocks reserved; returns (array, created_now)."""
+    want = np.dtype(dtype)
+    if path.exists():
+        if _npy_fits(path, want, tuple(shape)):
+            reserve(path)                        # a sparse file from a full disk: fill it now
+            return np.lib.format.open_memmap(path, mode="r+"), False
+        path.unlink()                            # truncated / other shape: start it again
+    a = np.lib.format.open_memmap(path, mode="w+", dtype=want, shape=tuple(shape))
+    reserve(path)
+    return a, True
+
+
+def _npy_fits(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+    """Whether `path` is a whole .npy of this dtype and shape (header and size; no data read)."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if major == 1
+                    else np.lib.format.read_array_header_2_0)
+            shp, fortran, dt = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError):
+        return False
+    return (tuple(shp) == shape and dt == dtype and not fortran
+            and path.stat().st_size == offset + int(np.prod(shape)) * dtype.itemsize)
+
+
+def _file_identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size]
 
 
 def _layer_shapes(lm, probe: ProbeSet, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -206,10 +254,18 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     out = Path(out)
     if lm is not None and cfg.weights != lm.weights:   # record the weights actually used
         cfg = replace(cfg, weights=lm.weights)
+    with run_lock(out):     # RunLocked (naming pid, host, start) while another run writes here
+        return _locked_dissect(cfg, out, lm, probe, progress, overwrite)
+
+
+def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
+                    overwrite: bool) -> Path:
     if check_out(cfg, out, overwrite):
         return out
     if probe is None:
         probe = open_cfg_probe(cfg)
+    from dissect.trust_columns import check_trust_options
+    check_trust_options(cfg, probe.images)
     if lm is None:
         from dissect.models import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
@@ -218,6 +274,9 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     writer = new_writer(cfg, out, probe, shapes)
     try:
         _run(cfg, out, writer, lm, probe, shapes, progress)
+        if cfg.baseline == "random-init":
+            from dissect.baselines import random_init_baseline
+            random_init_baseline(cfg, out, progress)
     except KeyboardInterrupt:
         writer.fail("interrupted: run the same command again to resume", status="cancelled")
         raise
@@ -241,14 +300,27 @@ def check_out(cfg: DissectConfig, out: Path, overwrite: bool) -> bool:
             info = {}
         same = info.get("identity") == ident
         if same and info.get("status") == "complete" and not overwrite:
+            from dissect.damage import require_whole
+            require_whole(out)           # RunError naming the damage and the repair command
             return True
         if not same and not overwrite:
             raise RunError(f"{out} holds a different run ({info.get('config', {}).get('model')}"
                            f" on {info.get('config', {}).get('probe')}); pass another --out, or "
                            "--overwrite to replace it")
         if overwrite and not same:
-            shutil.rmtree(out)
+            _clear(out)
     return False
+
+
+def _clear(out: Path) -> None:
+    """Empty a run folder for --overwrite, keeping the lock file this process holds."""
+    for p in out.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def open_cfg_probe(cfg: DissectConfig) -> ProbeSet:
@@ -281,13 +353,11 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
 
     # ---- phase 1: forward once per image
     t0 = time.perf_counter()
-    done = 0
-    if ck1 is not None and ck1.exists():
-        state = torch.load(ck1, weights_only=False)
-        if state.get("identity") == cfg.identity():
-            done = state["done"]
-            for name, st in state["layers"].items():
-                layers[name].load(st)
+    if any(L.fresh for L in layers.values()):    # checkpoints describe other cache files
+        for ck in (ck1, ck2):
+            if ck is not None:
+                ck.unlink(missing_ok=True)
+    done = _resume(ck1, cfg, layers, n)
     if done < n:
         _phase1(cfg, lm, probe, layers, writer, done, ck1, progress)
     timings["forward"] = round(time.perf_counter() - t0, 3)
@@ -295,18 +365,18 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
 
     # ---- phase 2: tally
     t0 = time.perf_counter()
-    done = 0
     for L in layers.values():
         L.start_phase2(len(concepts), len(cats), cfg.bins)
-    if ck2 is not None and ck2.exists():
-        state = torch.load(ck2, weights_only=False)
-        if state.get("identity") == cfg.identity():
-            done = state["done"]
-            for name, st in state["layers"].items():
-                layers[name].load(st)
+        L.trust = PerImageStats.for_layer(cfg, probe, L.shape, len(concepts), len(cats))
+    done = _resume(ck2, cfg, layers, n)
     if done < n:
         _phase2(cfg, probe, layers, thresholds, lut, cc, len(cats), writer, done, ck2, progress)
     timings["tally"] = round(time.perf_counter() - t0, 3)
+    if cfg.baseline == "rotation":
+        t0 = time.perf_counter()
+        from dissect.baselines import rotation_baseline
+        rotation_baseline(cfg, probe, layers, concepts, cats, lut, cc, writer)
+        timings["baseline"] = round(time.perf_counter() - t0, 3)
 
     # ---- write
     t0 = time.perf_counter()
@@ -323,13 +393,45 @@ def _run(cfg, out: Path, writer: RunWriter, lm, probe, shapes, progress: bool) -
 
 
 def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> None:
+    """Save a phase's statistics with the identity of the cache files they go with."""
     if path is None:
         return
     for L in layers.values():
         L.flush()
     state = {"identity": cfg.identity(), "done": done,
+             "cache": {name: L.identity() for name, L in layers.items()},
              "layers": {name: L.stats(phase) for name, L in layers.items()}}
     atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _resume(path: Path | None, cfg, layers: dict, n: int) -> int:
+    """Images a phase checkpoint covers (its statistics loaded into `layers`), or 0 when there
+    is none or it does not fit: another config, other cache files, or not a plain checkpoint
+    (loaded with weights_only=True, so a crafted file cannot run code)."""
+    if path is None or not path.exists():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        done = state["done"]
+        fits = (state.get("identity") == cfg.identity() and isinstance(done, int)
+                and 0 <= done <= n and set(state["layers"]) == set(layers)
+                and state.get("cache") == {k: L.identity() for k, L in layers.items()})
+        if not fits:
+            return 0
+        before = {name: {k: copy.deepcopy(getattr(layers[name], k)) for k in st}
+                  for name, st in state["layers"].items()}
+        try:
+            for name, st in state["layers"].items():
+                layers[name].load(st)
+        except Exception:
+            for name, saved in before.items():   # a partial load must not leak into the rerun
+                layers[name].__dict__.update(saved)
+            raise
+        return done
+    except Exception as e:   # unpickling refused, truncated file, wrong keys: start the phase again
+        print(f"note: {path.name} cannot be used ({type(e).__name__}); that phase starts again",
+              file=sys.stderr)
+    return 0
 
 
 
@@ -444,6 +546,9 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
     cc_dev = cc.to(dev)
     th_dev = {k: v.to(dev) for k, v in thresholds.items()}
     track = _PhaseProgress("tally", 2, n, done, cfg, layers, writer, ckpt, progress)
+    for L in layers.values():          # shards start here (global image indices)
+        if L.trust is None:
+            L.trust = PerImageStats.for_layer(cfg, probe, L.shape, len(cc), n_cats)
     with _threads(cfg.tally_threads if dev.type == "cpu" else 0), torch.inference_mode():
         for batch in _batches(loader):
             labels = BatchLabels.from_batch(batch, lut, probe.mask_size)
@@ -453,6 +558,8 @@ def _phase2(cfg, probe, layers: dict, thresholds: dict, lut, cc, n_cats: int, wr
                 raw = L.cache[lo:hi] if hi - lo == len(idx) else L.cache[idx]
                 a = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
                 L.hist.add(a)
-                L.tally.add(tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats))
+                inc = tally_batch(a.to(dev), th_dev[name], labels, cc_dev, n_cats, detail=True)
+                L.tally.add(inc)
+                L.trust.add(inc, labels, batch.index)
             track.step(len(idx))
     track.finish()

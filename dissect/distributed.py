@@ -40,6 +40,7 @@ from dissect.runs import atomic_write, reserve
 from dissect.shard import ShardError, ShardSpec, forward_shard, probe_fingerprint, tally_shard
 from dissect.shard_board import ShardBoard
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
+from dissect.trust import PerImageStats
 
 MAX_RETRIES = 3              # Ray retries of a shard whose worker process died
 
@@ -62,6 +63,7 @@ class _Merged:
         self.minmax, self.top = MinMax(k), TopK(k, cfg.topk)
         self.imgmax = np.zeros((n, k), np.float32)
         self.tally = self.hist = None
+        self.trust: PerImageStats | None = None    # per-image statistics, merged from shards
         self.cache: np.ndarray | None = None       # float16 acts, when the shards wrote them
         self._maps: list[tuple[torch.Tensor, torch.Tensor]] = []   # (indices, maps) per shard
 
@@ -100,10 +102,15 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
     out = Path(out)
     if check_out(cfg, out, overwrite):
         return out
+    if cfg.baseline:
+        raise RunError(f"--baseline {cfg.baseline} does not run with --ray yet; run the "
+                       "baseline without --ray")
     kind, arg = parse_ray(ray)
     if kind == "address" and not import_ray().is_initialized():
         check_address(str(arg))           # fail within seconds, before loading anything
     probe = open_cfg_probe(cfg)
+    from dissect.trust_columns import check_trust_options
+    check_trust_options(cfg, probe.images)
     from dissect.models import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
     shapes = _layer_shapes(lm, probe, cfg.layers)
@@ -295,6 +302,7 @@ class _Driver:
         for L in layers.values():
             L.tally = IoUTally(L.shape[0], len(concepts), len(cats))
             L.hist = Histogram(edges[L.name])
+            L.trust = PerImageStats.for_layer(cfg, self.probe, L.shape, len(concepts), len(cats))
         for s in specs:
             for name, st in r2[s.shard]["layers"].items():
                 layers[name].add_tally(st)

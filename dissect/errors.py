@@ -17,4 +17,13 @@ class AblationError(ValueError):
     """A bad ablation request (unit out of range, unknown class, unreadable image, empty set)."""
 
 
-USER_ERRORS = (AblationError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError)
+class TraceError(ValueError):
+    """A bad causal-tracing request (unknown corruption, concept absent, no layer)."""
+
+
+class RewriteError(ValueError):
+    """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
+
+
+USER_ERRORS = (AblationError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
+               TraceError, RewriteError)

@@ -51,6 +51,8 @@ def export_run(path: str | Path, fmt: str, layer: str | None = None,
     if run.status != "complete":
         raise RunError(f"run {run.path} is {run.status}, not complete; finish it with the same "
                        "`python -m dissect run ...` command first")
+    from dissect.damage import require_whole
+    require_whole(run.path)            # a "complete" run with damaged files: name them, say how
     if fmt not in FORMATS:
         raise RunError(f"unknown --format '{fmt}': use {', '.join(FORMATS)}")
     layers = [layer] if layer else run.layers

@@ -3,6 +3,7 @@
     imp = rank_units(lm, lset, "layer4")            # every unit of layer4 removed alone
     imp.top("beach", 10)                             # the 10 units whose removal hurts beach most
     imp.table("beach")                               # unit, balanced_drop, acc_drop, logit_drop
+    imp.losses(17)                                   # the classes that lose most without unit 17
     curve = control_curve(lm, lset, imp, [1, 2, 5, 10, 20])   # remove top-N vs keep only top-N
 
 The layer's activations are computed once. When what follows the layer is a global (average or
@@ -111,6 +112,22 @@ class Importance:
 
     def top(self, cls, n: int = 10, by: str = "balanced") -> list[int]:
         return [int(u) for u in self.ranking(cls, by)[:n]]
+
+    def losses(self, unit: int, n: int = 10) -> pd.DataFrame:
+        """What the network loses without `unit`: the `n` classes whose accuracy (recall) drops
+        most when it alone is removed (ties: balanced-accuracy drop, then logit drop), with
+        class, n, acc (before), acc_drop, balanced_drop, logit_drop."""
+        k = self.acc_drop.shape[1]
+        if not 0 <= int(unit) < k:
+            raise AblationError(f"unit {unit} is out of range for layer '{self.layer}': it has "
+                                f"{k} units, numbered 0-{k - 1}")
+        u = int(unit)
+        order = np.lexsort((-self.logit_drop[:, u], -self.balanced_drop[:, u], -self.acc_drop[:, u]))
+        b = self.baseline.iloc[order]
+        return pd.DataFrame({"class": b["class"].to_numpy(), "n": b["n"].to_numpy(),
+                             "acc": b["acc"].to_numpy(), "acc_drop": self.acc_drop[order, u],
+                             "balanced_drop": self.balanced_drop[order, u],
+                             "logit_drop": self.logit_drop[order, u]}).head(n)
 
     def table(self, cls, by: str = "balanced") -> pd.DataFrame:
         r = self.row(cls)

@@ -54,14 +54,32 @@ def class_index(lm: LoadedModel) -> dict[str, int]:
     return {norm_name(n): i for i, n in reversed(list(enumerate(lm.class_names)))}
 
 
+MAX_SET = 20_000      # images a toyworld:N set may ask for (its world is built first)
+
+
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
-                      limit: int | None = None) -> LabelledSet:
-    """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too)."""
+                      limit: int | None = None, restyle: str | None = None,
+                      max_images: int = MAX_SET) -> LabelledSet:
+    """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too); at most `max_images`.
+
+    `restyle="sea:snow"` (ToyWorld only): the same scenes with that concept in another style.
+    """
     kind, _, arg = spec.partition(":")
+    if limit is not None and limit < 1:
+        raise AblationError(f"--limit {limit} must be a positive number of images")
+    if restyle and kind != "toyworld":
+        raise AblationError(f"--restyle {restyle} works on ToyWorld sets only (toyworld:N), "
+                            f"not on '{spec}'")
     if kind == "toyworld":
-        return _toyworld_set(spec, arg, lm, seed, limit)
+        from dissect.probe import ProbeError, toyworld_size
+        try:
+            toyworld_size(spec, cap=max_images)
+        except ProbeError as e:
+            raise AblationError(str(e)) from None
+        return _toyworld_set(spec, arg, lm, seed, limit, restyle)
     if kind == "folder" or (not arg and os.path.isdir(spec)):
-        return _folder_set(spec, arg if kind == "folder" else spec, lm, limit)
+        return _folder_set(spec, arg if kind == "folder" else spec, lm,
+                           min(limit or max_images, max_images))
     raise AblationError(f"unknown set '{spec}': use toyworld:N or folder:DIR (ImageFolder layout)")
 
 
@@ -117,13 +135,15 @@ def _readable(path: str) -> bool:
         return False
 
 
-def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None) -> LabelledSet:
+def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None,
+                  restyle: str | None = None) -> LabelledSet:
     from dissect.probe import open_probe
     try:
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
-    probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"])
+    probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"],
+                       restyle=restyle)
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))

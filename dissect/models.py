@@ -39,8 +39,12 @@ PRESETS = ("toyworld", "efficientnet_lite0")
 RANDOM_BADGE = "random weights: a baseline"
 
 
-def is_user_module(name: str) -> bool:
+def is_model_file(name: str) -> bool:
+    """Whether `name` is a user module (`path/file.py[:factory]`): loading it runs its code."""
     return ".py:" in name or name.endswith(".py")
+
+
+is_user_module = is_model_file
 
 
 def resolve_weights(name: str, weights: str | None) -> str:
@@ -72,13 +76,18 @@ def run_random_init(info: dict) -> bool:
 
 
 def load_model(name: str, weights: str | None = None, *, classes: str | None = None,
-               device: str = "cpu", seed: int = 0) -> LoadedModel:
+               device: str = "cpu", seed: int = 0, allow_file: bool = True) -> LoadedModel:
     """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
 
     weights: None (default: the trained weights, see `resolve_weights`), "none" (seeded random
     init, stamped `lm.random_init`), a torchvision enum name (IMAGENET1K_V1, DEFAULT), a
     checkpoint file (.pth, .pth.tar, .safetensors), or an http(s) URL of one (cached).
+    allow_file=False refuses a file.py:factory (a name read from a run folder, not typed by the
+    user, must never choose code to import).
     """
+    if is_model_file(name) and not allow_file:
+        raise ModelError(f"the run names a model file ({name}); a run folder never chooses code "
+                         f"to import: if you trust that file, name it yourself (--model {name})")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     weights = resolve_weights(name, weights)
@@ -93,7 +102,7 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     elif name == "efficientnet_lite0":
         from dissect.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)
-    elif is_user_module(name):
+    elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:
         lm = _load_torchvision(name, weights)

@@ -18,20 +18,46 @@ from dissect.probeset import (ProbeBatch, ProbeError, ProbeItem, ProbeSet,  # no
                               collate, probe_loader)
 
 
+MAX_TOYWORLD = 100_000     # images a toyworld:N probe may ask for (a world is built for it)
+
+
+def toyworld_size(spec: str, cap: int = MAX_TOYWORLD) -> int | None:
+    """N of `toyworld[:N]` (None: the default size); ProbeError unless 1 <= N <= cap."""
+    arg = str(spec).partition(":")[2].strip()
+    if not arg:
+        return None
+    if not arg.isdigit() or int(arg) < 1:
+        raise ProbeError(f"'{spec}' needs a positive whole number of images, e.g. toyworld:500")
+    if int(arg) > cap:
+        raise ProbeError(f"'{spec}' asks for {int(arg):,} images, over the limit of {cap:,}; "
+                         f"use toyworld:{cap} or fewer")
+    return int(arg)
+
+
 def open_probe(spec: str, **options) -> ProbeSet:
     """Open a probe set from its command-line spec.
 
     `broden:DIR`, `toyworld[:N]` (N images, built and cached; `seed=` picks the world), or
     `folder:DIR` (needs `segmenter=`, e.g. "color,ade20k"). Options: categories, split, limit,
-    seed, segmenter, cache_dir.
+    seed, segmenter, cache_dir, restyle (toyworld only: "sea:snow").
     """
-    kind, _, arg = spec.partition(":")
+    kind, _, arg = str(spec).partition(":")
+    limit = options.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ProbeError(f"--limit {limit} must be a positive number of images (or leave it out)")
+    if kind in ("broden", "folder") and not arg.strip():
+        raise ProbeError(f"probe '{spec}' names no folder; write {kind}:DIR")
+    if options.get("restyle") and kind != "toyworld":
+        raise ProbeError(f"--restyle {options['restyle']} works on ToyWorld probes only "
+                         f"(toyworld:N), not on '{spec}'")
+    if kind != "toyworld":
+        options.pop("restyle", None)
     if kind == "broden":
         from dissect.broden import BrodenProbe
         return BrodenProbe(arg, **options)
     if kind == "toyworld":
         from dissect.toyworld import toyworld_probe
-        return toyworld_probe(int(arg) if arg else None, **options)
+        return toyworld_probe(toyworld_size(spec), **options)
     if kind == "folder":
         from segmenters.folder import FolderProbe
         return FolderProbe(arg, **options)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from dissect.runs import FILE_MODE, reserve
+from dissect.trust_columns import trust_columns
 
 
 def label_units(iou: np.ndarray, concepts: pd.DataFrame, categories: list[str],
@@ -105,6 +106,10 @@ def write_results(writer, cfg, probe, concepts: pd.DataFrame, categories: list[s
         units = label_units(iou, concepts, categories, cc, act_cat, t.truth.numpy(),
                             t.inter.numpy(), cfg.iou_threshold)
         units.insert(5, "threshold", thresholds[name].numpy())
+        units, nulls = trust_columns(units, L.trust.finish(), iou, cfg, images, cc,
+                                     len(categories), done)
+        if nulls:
+            writer.write_npz(f"{base}/null.npz", **nulls)
         writer.write_npy(f"{base}/iou.npy", iou.astype(np.float32))
         writer.write_npz(f"{base}/tally.npz", inter=t.inter.numpy(), truth=t.truth.numpy(),
                          act=t.act.numpy(), act_nd=t.act_nd.numpy(),

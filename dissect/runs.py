@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -130,8 +131,21 @@ class Run:
         return read_info(self.path)
 
     @property
+    def damage(self) -> str | None:
+        """Why run.json cannot be read (missing, not JSON, wrong shape), or None when it can."""
+        try:
+            read_info(self.path)
+        except RunError as e:
+            return str(e)
+        return None
+
+    @property
     def status(self) -> str:
-        return self.info.get("status", "unknown")
+        """running | complete | failed | cancelled, or "damaged" when run.json is unreadable."""
+        try:
+            return self.info.get("status", "unknown")
+        except RunError:
+            return "damaged"
 
     @property
     def config(self) -> dict:
@@ -164,45 +178,66 @@ class Run:
                            "`python -m dissect run ...` command again to resume it")
         return path
 
+    def _read(self, path: Path, read: Callable[[Path], Any]) -> Any:
+        """read(path) for a file of this run; RunError naming the file and the repair when it
+        is missing, truncated or of the wrong kind (never a raw numpy/zip/pandas error)."""
+        self._need(path)
+        try:
+            return read(path)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
+                pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            from dissect.damage import repair_hint
+            rel = path.relative_to(self.path) if path.is_relative_to(self.path) else path.name
+            raise RunError(f"{rel} of run '{self.name}' cannot be read ({type(e).__name__}); "
+                           f"{repair_hint(self.path)}") from None
+
     # -- tables
     @cached_property
     def concepts(self) -> pd.DataFrame:
         """concept, name, category, images, pixels; row i = column i of iou.npy."""
-        return pd.read_csv(self._need(self.path / "concepts.csv"), keep_default_na=False)
+        return self._read(self.path / "concepts.csv", _csv)
 
     @cached_property
     def images(self) -> pd.DataFrame:
         """index, path, split, width, height: the probe images in the order used."""
-        return pd.read_csv(self._need(self.path / "images.csv"), keep_default_na=False)
+        return self._read(self.path / "images.csv", _csv)
 
     def units(self, layer: str) -> pd.DataFrame:
         """unit, category, label, concept, iou, threshold (+ per-category columns)."""
-        return pd.read_csv(self._need(self.layer_dir(layer) / "units.csv"),
-                           keep_default_na=False)
+        path = self.layer_dir(layer) / "units.csv"
+        df = self._read(path, _csv)
+        missing = [c for c in ("unit", "category", "label", "iou") if c not in df.columns]
+        bad = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
+               and _not_numbers(df[c], allow_nan=c != "unit")]
+        if missing or bad:
+            from dissect.damage import repair_hint
+            what = (f"has no column {', '.join(missing)}" if missing
+                    else f"has non-numbers in column {', '.join(bad)}")
+            raise RunError(f"layers/{layer}/units.csv of run '{self.name}' {what}; "
+                           f"{repair_hint(self.path)}")
+        return df
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
         """float32 [units, concepts]."""
-        return np.load(self._need(self.layer_dir(layer) / "iou.npy"))
+        return self._read(self.layer_dir(layer) / "iou.npy", np.load)
 
     def topk(self, layer: str) -> dict[str, np.ndarray]:
         """{"indices": int64 [units, k], "values": float32 [units, k], "maps": f16 [units,k,h,w]}."""
-        with np.load(self._need(self.layer_dir(layer) / "topk.npz")) as z:
-            return {k: z[k] for k in z.files}
+        return self._read(self.layer_dir(layer) / "topk.npz", _npz)
 
     def imgmax(self, layer: str) -> np.ndarray:
         """float32 [images, units]: each unit's max raw activation per image."""
-        return np.load(self._need(self.layer_dir(layer) / "imgmax.npy"))
+        return self._read(self.layer_dir(layer) / "imgmax.npy", np.load)
 
     def hist(self, layer: str) -> dict[str, np.ndarray]:
         """{"edges": float32 [units, B+1], "counts": int64 [units, B]}."""
-        with np.load(self._need(self.layer_dir(layer) / "hist.npz")) as z:
-            return {k: z[k] for k in z.files}
+        return self._read(self.layer_dir(layer) / "hist.npz", _npz)
 
     def acts(self, layer: str) -> np.ndarray | None:
         """float16 [images, units, h, w] raw activations, memory-mapped; None when not kept."""
         path = self.layer_dir(layer) / "acts.npy"
-        return np.load(path, mmap_mode="r") if path.exists() else None
+        return self._read(path, lambda p: np.load(p, mmap_mode="r")) if path.exists() else None
 
     def thresholds(self, layer: str) -> np.ndarray:
         """float32 [units]: T_k."""
@@ -220,6 +255,21 @@ class Run:
         return open_probe(spec, **opts)
 
 
+def _not_numbers(col: pd.Series, allow_nan: bool) -> bool:
+    num = pd.to_numeric(col, errors="coerce")
+    empty = col.astype(str).str.strip().str.lower().isin(["", "nan"]) if allow_nan else False
+    return bool((num.isna() & ~empty).any())
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def read_info(path: str | os.PathLike) -> dict:
     """run.json of a run folder, checked for format version; RunError with the fix otherwise."""
     path = Path(path)
@@ -231,11 +281,12 @@ def read_info(path: str | os.PathLike) -> dict:
         info = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{f} is not valid JSON ({e}); delete the folder and run again") from None
-    version = info.get("format_version")
-    if version != FORMAT_VERSION:
+    version = info.get("format_version") if isinstance(info, dict) else None
+    if isinstance(info, dict) and version != FORMAT_VERSION:
         raise RunError(f"{f} has format_version {version!r}, this version reads "
                        f"{FORMAT_VERSION}; rerun the dissection with this version")
-    return info
+    from dissect.runinfo import check_info
+    return check_info(info, str(f))
 
 
 def open_run(path: str | os.PathLike) -> Run:
@@ -246,18 +297,21 @@ def open_run(path: str | os.PathLike) -> Run:
 
 
 def list_runs(root: str | os.PathLike) -> list[Run]:
-    """Every readable run folder directly under `root` (newest first); others are skipped."""
+    """Every run folder directly under `root`, newest first; damaged ones included (their
+    `status` is "damaged" and `damage` says why), so one bad folder hides no other."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = []
+    runs, updated = [], {}
     for d in sorted(root.iterdir()):
         if d.is_dir() and (d / "run.json").exists():
+            run = Run(d)
             try:
-                runs.append(open_run(d))
+                updated[d] = str(run.info.get("updated") or "")
             except RunError:
-                continue
-    runs.sort(key=lambda r: r.info.get("updated") or "", reverse=True)
+                updated[d] = ""
+            runs.append(run)
+    runs.sort(key=lambda r: updated[r.path], reverse=True)
     return runs
 
 
@@ -283,6 +337,8 @@ class RunWriter:
                 old = json.loads((self.path / "run.json").read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = {}
+        if not isinstance(old, dict) or not isinstance(old.get("created"), (str, type(None))):
+            old = {}
         self.info = {
             "format_version": FORMAT_VERSION,
             "status": "running",

@@ -14,6 +14,11 @@ Speed without approximation:
    align_corners=False)` read from F.interpolate itself (values agree to float32 rounding;
    pixels where a weight is 0 or 1, e.g. the clamped borders, are bit-identical).
 3. Active pixels are counted against every label plane with one bincount.
+
+`tally_batch(..., detail=True)` also returns the per-(image, unit) sparse statistics that the
+trust statistics (dissect.trust) re-aggregate without touching pixels again: each candidate
+pair's active pixels, its intersections per concept, and its active pixels per cell of a coarse
+grid (`grid_shape`, at most GRID_MAX² cells, the layer's own grid when it is small enough).
 """
 from __future__ import annotations
 
@@ -23,6 +28,19 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+GRID_MAX = 8
+
+
+def grid_shape(h: int, w: int) -> tuple[int, int]:
+    """The coarse grid (rows, cols) that per-pair cell counts use for an h×w layer."""
+    return min(h, GRID_MAX), min(w, GRID_MAX)
+
+
+def pixel_cells(H: int, W: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid row of each of H mask rows, grid column of each of W mask columns (long)."""
+    return (torch.arange(H) * grid[0] // H, torch.arange(W) * grid[1] // W)
 
 
 @dataclass
@@ -107,16 +125,21 @@ def label_counts(labels: BatchLabels, n_concepts: int) -> dict[str, torch.Tensor
     if scal.shape[1]:
         img.scatter_(1, scal % c1, True)
     img = img[:, :n_concepts]
-    return {"truth": truth, "images": (pix | img).sum(0), "pix": pix, "img": img}
+    return {"truth": truth, "images": (pix | img).sum(0), "pix": pix, "img": img,
+            "per_image": per_image}
 
 
 def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabels,
                 concept_cat: torch.Tensor, n_categories: int,
-                max_cells: int = 1 << 22) -> dict[str, torch.Tensor]:
+                max_cells: int = 1 << 22, detail: bool = False) -> dict[str, torch.Tensor]:
     """IoU tally increments for one batch (see dissect.stats.IoUTally for the fields).
 
     acts: float32 B×K×h×w raw activations; thresholds: float K (T_k); labels: concept columns;
-    concept_cat: long C, each concept's primary category index.
+    concept_cat: long C, each concept's primary category index. With `detail`, also the
+    candidate pairs (`pair_image` [M] batch rows, `pair_unit` [M], `pair_active` [M]), their
+    intersections `pair_concept` (long M×C, image-level labels included), their active pixels
+    per grid cell `pair_cell` (long M×cells), the B×cats category presence `present` and each
+    image's pixels per concept `image_concept` (long B×C, image-level labels cover H·W).
     """
     dev = acts.device
     b, k, h, w = acts.shape
@@ -157,6 +180,12 @@ def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabel
         raw_flat = raw.reshape(-1)
         inter_ext = torch.zeros(k * c1, dtype=torch.float64, device=dev)
         touched_ext = torch.zeros(m * g1, dtype=torch.float64, device=dev)
+        if detail:
+            gh, gw = grid_shape(h, w)
+            n_cells = gh * gw
+            cy, cx = (t.to(dev) for t in pixel_cells(H, W, (gh, gw)))
+            pc_ext = torch.zeros(m * c1, dtype=torch.int64, device=dev)
+            cell_ext = torch.zeros(m * n_cells, dtype=torch.int64, device=dev)
         for s in range(0, len(pm), step):
             cm, cr, cc = pm[s:s + step], pr[s:s + step], pc[s:s + step]
             r0, r1 = ry.i0[cr] * w, ry.i1[cr] * w
@@ -189,6 +218,12 @@ def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabel
             pp = pair[:, None].expand(-1, n_planes).reshape(-1)
             touched_ext += torch.bincount(pp * g1 + cat_ext.index_select(0, col),
                                           minlength=m * g1).double()
+            if detail:
+                pc_ext += torch.bincount(pp * c1 + col, minlength=m * c1)
+                y = ry.pos[:, 0].index_select(0, cr).index_select(0, n_i) + yy
+                x = rx.pos[:, 0].index_select(0, cc).index_select(0, n_i) + xx
+                cell = cy.index_select(0, y) * gw + cx.index_select(0, x)
+                cell_ext += torch.bincount(pair * n_cells + cell, minlength=m * n_cells)
         inter = inter_ext.view(k, c1)[:, :C].reshape(-1)
         touched = touched_ext.view(m, g1)[:, :n_categories].reshape(-1)
     inter = inter.reshape(k, C).clone()
@@ -205,9 +240,31 @@ def tally_batch(acts: torch.Tensor, thresholds: torch.Tensor, labels: BatchLabel
     act_lite = torch.zeros(k, n_categories, dtype=torch.float64, device=dev)
     act_lite.index_add_(0, ki, a_pair[:, None] * touched.double())
     act_nd = act_img.t() @ present.double()
-    return {"inter": inter.round().long(), "truth": lc["truth"], "images": lc["images"],
-            "act": act_img.sum(0).round().long(), "act_nd": act_nd.round().long(),
-            "act_lite": act_lite.round().long()}
+    out = {"inter": inter.round().long(), "truth": lc["truth"], "images": lc["images"],
+           "act": act_img.sum(0).round().long(), "act_nd": act_nd.round().long(),
+           "act_lite": act_lite.round().long()}
+    if detail:
+        gh, gw = grid_shape(h, w)
+        if m:
+            pc = pc_ext.view(m, C + 1)[:, :C].clone()
+            cells = cell_ext.view(m, gh * gw)
+        else:
+            pc = torch.zeros(0, C, dtype=torch.int64, device=dev)
+            cells = torch.zeros(0, gh * gw, dtype=torch.int64, device=dev)
+        a_long = a_pair.round().long()
+        for j in range(scal.shape[1]):       # image-level labels cover the whole image
+            s = scal[bi, j]
+            ok = s >= 0
+            if bool(ok.any()):
+                pc.index_put_((torch.nonzero(ok)[:, 0], s[ok]), a_long[ok], accumulate=True)
+        per_image = lc["per_image"].clone()
+        for j in range(scal.shape[1]):
+            rows = torch.nonzero(scal[:, j] >= 0)[:, 0]
+            per_image.index_put_((rows, scal[rows, j]), torch.full_like(rows, H * W),
+                                 accumulate=True)
+        out.update(pair_image=bi, pair_unit=ki, pair_active=a_long, pair_concept=pc,
+                   pair_cell=cells, present=present, image_concept=per_image)
+    return out
 
 
 def _axis_to(a: _Axis, dev: torch.device) -> _Axis:

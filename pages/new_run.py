@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -171,6 +172,17 @@ st.divider()
 st.subheader("Runs in progress")
 
 
+def _error_line(log: str) -> str | None:
+    """The CLI's one-line error ("error: ...") in a run's log, if it printed one."""
+    lines = [l for l in log.splitlines() if l.startswith("error: ")]
+    return lines[-1][len("error: "):] if lines else None
+
+
+def _short(message: str, root: Path) -> str:
+    """A message without the server's runs-root path (run folders by name only)."""
+    return message.replace(str(root) + os.sep, "").replace(str(root), "the runs folder")
+
+
 @st.fragment(run_every=2.0)
 def watch() -> None:
     """Live progress of every run with a lock or status running (polls run.json)."""
@@ -203,12 +215,15 @@ def watch() -> None:
             if status in ("running", "starting"):
                 a.progress(min(1.0, done / total), text=f"{prog.get('phase', 'starting')}: "
                                                         f"{done} / {prog.get('total', '?')}")
+            tail = jobs.log_tail(path)
             if info.get("shards") and status != "complete":
                 with a.expander(f"{len(info['shards'])} Ray shards", expanded=True):
                     for row in jobs.shard_lines(info):
                         st.progress(row["fraction"], text=row["text"])
-            elif status == "failed":
-                a.error(info.get("error") or "failed")
+            if status == "failed":
+                a.error(_short(info.get("error") or "failed", root))
+            elif pid is None and status != "complete" and _error_line(tail):
+                a.error("The run stopped: " + _short(_error_line(tail), root))   # not in the log only
             elif status == "complete":
                 a.success("complete — pick it in the sidebar's run picker")
                 seen = st.session_state.setdefault("nr_seen_done", [])
@@ -220,7 +235,6 @@ def watch() -> None:
                 if b.button("Cancel", key=f"cancel_{nm}", icon=":material/stop:"):
                     jobs.cancel(path)
                     st.rerun()
-            tail = jobs.log_tail(path)
             if tail:
                 with a.expander("log"):
                     st.code(tail)

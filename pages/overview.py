@@ -7,7 +7,8 @@ import streamlit as st
 
 from dissect.render import category_color
 from studio import common
-from studio.data import iou_threshold, layer_summary, units_table
+from dissect.baselines import baseline_counts
+from studio.data import get_run, iou_threshold, layer_summary, units_table
 
 ctx = common.need_run()
 units = units_table(ctx.path, ctx.layer, ctx.stamp)
@@ -16,7 +17,11 @@ interp = units[units.interpretable]
 n, m, k = len(interp), len(units), interp["label"].nunique()
 
 st.title(f"{ctx.entry.name} · {ctx.layer}")
-st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}")
+significant = units["significant"].astype(bool) if "significant" in units else None
+st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU ≥ {t:g}"
+            + ("" if significant is None else
+               f" · {int(significant.sum())} significant (q ≤ 0.05), "
+               f"{int((units.interpretable & significant).sum())} of them interpretable"))
 if n == 0:
     st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
             "the charts below still show every unit's best match.")
@@ -28,6 +33,17 @@ if m:
     best_row = units.loc[units["iou"].idxmax()]
     c4.metric(f"Best unit: {int(best_row['unit'])} · {best_row['label']}",
               f"{best_row['iou']:.3f}")
+
+baselines = baseline_counts(get_run(ctx.path, ctx.stamp), ctx.layer)
+if baselines:
+    names = {"rotation": "randomly rotated unit basis", "random-init": "same network, random weights"}
+    b_cols = st.columns(len(baselines) + 1)
+    b_cols[0].metric("This layer", f"{n} / {m}", f"{k} concepts", delta_color="off",
+                     help="Interpretable units and their distinct concepts")
+    for col, (name, c) in zip(b_cols[1:], baselines.items()):
+        col.metric(f"Baseline: {names.get(name, name)}", f"{c['interpretable']} / {c['units']}",
+                   f"{c['unique']} concepts", delta_color="off",
+                   help="The same counts for the baseline (Bau et al. 2017): --baseline " + name)
 
 cats = sorted(units["category"].unique())
 colors = {c: category_color(c) for c in cats}

@@ -21,8 +21,10 @@ st.caption(f"{ctx.entry.name} · {len(units)} units · top images with the unit'
 cats = sorted(units["category"].unique())
 labels = sorted(l for l in units["label"].unique() if l)
 hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
-SORTS = ["IoU ↓", "unit ↑", "label", "category"]
-FIELDS = [Field("cat", "browser_cats", [], "list"), Field("label", "browser_labels", [], "list"),
+trust = "significant" in units.columns        # a --null run (dissect.trust_columns)
+SORTS = ["IoU ↓", "unit ↑", "label", "category"] + (["p-value ↑"] if trust else [])
+FIELDS = [Field("sig", "browser_sig", False, "bool"), Field("cat", "browser_cats", [], "list"),
+          Field("label", "browser_labels", [], "list"),
           Field("iou", f"browser_iou_{hi}", (0.0, hi), "range"),
           Field("q", "browser_search", ""), Field("only", "browser_only", False, "bool"),
           Field("fm", "browser_formula", ""),
@@ -40,7 +42,7 @@ with f3:
 with f4:
     search = st.text_input("Concept search", key="browser_search", placeholder="e.g. tree",
                            help="Matches the unit's label and its best label in every category")
-g1, g2, g3, _ = st.columns([2, 2, 3, 2])
+g1, g2, g3, g4 = st.columns([2, 2, 3, 2])
 with g3:
     mention = st.text_input("Formula mentions", key="browser_formula", placeholder="e.g. tree",
                             help="Units whose compositional formula uses this concept "
@@ -49,6 +51,11 @@ with g1:
     only = st.toggle("Interpretable only", key="browser_only",
                      help="IoU at least the run's threshold")
 with g2:
+    sig = st.toggle("Significant only", key="browser_sig", disabled=not trust,
+                    help="q ≤ 0.05 under the image-permutation null (Benjamini–Hochberg over "
+                    "the layer)" if trust else "This run has no null model: dissect it again "
+                    "with --null")
+with g4:
     sort = st.selectbox("Sort by", SORTS, key="browser_sort")
 common.set_params(**urlstate.params("browser", FIELDS))
 
@@ -60,6 +67,8 @@ if pick_labels:
 view = view[(view["iou"].fillna(0) >= lo_hi[0]) & (view["iou"].fillna(0) <= lo_hi[1])]
 if only:
     view = view[view["interpretable"]]
+if sig and trust:
+    view = view[view["significant"].astype(bool)]
 if search.strip():
     q = search.strip().lower()
     text_cols = [c for c in view.columns if c == "label" or c.endswith("-label")]
@@ -74,12 +83,16 @@ view = {"IoU ↓": lambda v: v.sort_values("iou", ascending=False),
         "unit ↑": lambda v: v.sort_values("unit"),
         "label": lambda v: v.sort_values(["label", "iou"], ascending=[True, False]),
         "category": lambda v: v.sort_values(["category", "iou"], ascending=[True, False]),
+        "p-value ↑": lambda v: v.sort_values(["p_value", "iou"], ascending=[True, False]),
         }[sort](view)
 
 tab_cards, tab_table = st.tabs([f"Cards ({len(view)})", "Table"])
 with tab_table:
-    shown = [c for c in ["unit", "label", "category", "iou", "formula", "formula_iou_heldout",
-                         "threshold", "interpretable"] if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
+    shown = [c for c in ["unit", "label", "category", "iou", "iou_heldout", "formula",
+                         "formula_iou_heldout", "threshold", "interpretable", "p_value",
+                         "q_value", "significant", "p_localised", "iou_lo", "iou_hi",
+                         "label_stability"]
+             if c in view.columns] + [c for c in view.columns if c.endswith("-label")]
     table = view[shown].copy()
     q = {"run": ctx.entry.name, "layer": ctx.layer}
     table.insert(1, "link", [f"unit_detail?{urlencode({**q, 'unit': int(u)})}"
@@ -90,7 +103,11 @@ with tab_table:
         column_config={"link": st.column_config.LinkColumn("share", display_text="open ↗",
                                                            help="The unit's shareable link"),
                        "iou": st.column_config.NumberColumn("IoU", format="%.4f"),
-                       "threshold": st.column_config.NumberColumn("T_k", format="%.4g")})
+                       "threshold": st.column_config.NumberColumn("T_k", format="%.4g"),
+                       **{c: st.column_config.NumberColumn(c, format="%.4f") for c in
+                          ("iou_heldout", "iou_lo", "iou_hi")},
+                       **{c: st.column_config.NumberColumn(c, format="%.3g") for c in
+                          ("p_value", "q_value", "p_localised")}})
     rows = list(sel.selection.rows) if sel is not None and hasattr(sel, "selection") else []
     chosen = [int(view.iloc[r]["unit"]) for r in rows]
     st.caption(f"{len(chosen)} selected" if chosen else
@@ -129,7 +146,9 @@ with tab_cards:
                                  type="tertiary", help="Open this unit"):
                         common.go("unit", unit=u)
                     st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.3f}**"
-                                + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*"),
+                                + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*")
+                                + (f" &nbsp;·&nbsp; p {row['p_value']:.3g}"
+                                   + (" ✓" if row["significant"] else "") if trust else ""),
                                 unsafe_allow_html=True)
                     if str(row.get("formula", "") or "") and row["formula"] != row["label"]:
                         st.caption(f"formula: {row['formula']}")

@@ -9,9 +9,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dissect.render import category_color
+from dissect.trust_columns import verdict as trust_verdict
 from studio import common, formulas
+from studio.unit_losses import losses_section
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
-                        unit_overlay, units_table)
+                        null_arrays, unit_overlay, units_table)
 
 COLS = 5
 
@@ -60,6 +62,48 @@ if extra:
     if bits:
         st.caption("Best per category — " + " · ".join(bits))
 formulas.section(ctx, row, arrays["topk_indices"][unit])
+
+if "p_value" in row and pd.notna(row["p_value"]):
+    says = trust_verdict(row)
+    st.markdown(f"**Verdict: {says}.** &nbsp; " + {
+        "localised detector": "It fires in the images that hold its concept, and where the "
+                              "concept is in them.",
+        "co-occurs only": "It fires in images that hold its concept, but not where the concept "
+                          "is: rolling its map within each image does not lower the overlap.",
+        "not distinguishable from chance": "Re-pairing its maps with other images' "
+                                           "segmentations matches its best IoU this often.",
+    }.get(says, ""))
+    m1, m2, m3, m4, m5, m6 = st.columns(6)
+    m1.metric("Held-out IoU", f"{row['iou_heldout']:.3f}",
+              help="Label chosen on one half of the images, IoU measured on the other")
+    m2.metric("95% interval", f"{row['iou_lo']:.2f}–{row['iou_hi']:.2f}",
+              help="Image bootstrap of the label's IoU")
+    m3.metric("Label stability", f"{row['label_stability']:.0%}"
+              if pd.notna(row["label_stability"]) else "—",
+              help="Share of bootstrap resamples that keep this label")
+    m4.metric("p-value", f"{row['p_value']:.3g}",
+              help="Image-permutation null of the best IoU over all concepts")
+    m5.metric("q-value", f"{row['q_value']:.3g}", help="Benjamini–Hochberg over the layer; "
+              "significant at q ≤ 0.05")
+    m6.metric("p localised", f"{row['p_localised']:.3g}",
+              help="Roll/flip null within each image: small means it finds where the concept is")
+    nulls = null_arrays(ctx.path, ctx.layer, ctx.stamp)
+    if nulls:
+        n1, n2 = st.columns(2)
+        for col, key, title in ((n1, "", "Association null (image permutations)"),
+                                (n2, "loc_", "Localisation null (rolls and flips)")):
+            draws = nulls[f"{key}null"][unit].astype(float)
+            fig = px.histogram(x=draws, nbins=40, color_discrete_sequence=["#9aa5b1"])
+            fig.add_vline(x=float(nulls[f"{key}observed"][unit]), line_color="#d62728",
+                          annotation_text="observed", annotation_position="top left")
+            fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title=title,
+                              xaxis_title="best IoU (image-level statistic)" if not key
+                              else "best IoU (grid statistic)", yaxis_title="draws")
+            col.plotly_chart(fig, key=f"null_{key or 'assoc'}")
+elif "iou_heldout" in row and pd.notna(row["iou_heldout"]):
+    st.caption(f"Held-out IoU **{row['iou_heldout']:.4f}** (label chosen on one half of the "
+               "images, measured on the other). Dissect with `--null` for p-values, an interval "
+               "and a verdict.")
 
 indices, values = arrays["topk_indices"][unit], arrays["topk_values"][unit]
 k = len(indices)
@@ -120,6 +164,9 @@ with right:
                    f"T_k" + (f" (the run's quantile is {q:g})." if q else "."))
     else:
         st.info("This run kept no activation histogram (hist.npz).")
+
+st.divider()
+losses_section(ctx.path, ctx.stamp, ctx.layer, unit)
 
 st.divider()
 st.caption("Share this unit: copy the address bar, it carries run, layer and unit.")

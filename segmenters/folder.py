@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dissect.images import to_rgb
 from dissect.probeset import ProbeError, ProbeItem, ProbeSet
 from dissect.runs import atomic_write
 from segmenters import make_segmenter
@@ -54,7 +55,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def read_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """uint8 H×W×3 RGB of an image file, resized to size×size (bilinear) when size is given."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = to_rgb(im)                          # 16-bit / float scaled, not clipped
         if size and im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8)
@@ -285,7 +286,7 @@ class FolderProbe(ProbeSet):
         for path, i in zip(paths, idx):
             try:
                 with Image.open(path) as im:
-                    originals.append(im.convert("RGB"))
+                    originals.append(to_rgb(im))
                 ok.append(True)
             except DECODE_ERRORS as e:
                 self._skip(path, e)

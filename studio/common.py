@@ -46,6 +46,11 @@ def safe_run_path(name: str | None, root: Path | None = None) -> Path | None:
     return path if path.parent == root else None
 
 
+def short_error(err: object, root: Path) -> str:
+    """An error message without the server's paths: run folders are named, roots are not."""
+    return str(err).replace(str(root) + os.sep, "").replace(str(root), "the runs folder")
+
+
 @dataclass
 class RunEntry:
     name: str
@@ -75,7 +80,7 @@ def scan_runs(root: str) -> list[RunEntry]:
             out.append(RunEntry(d.name, d, str(info.get("status", "unknown")),
                                 info.get("error"), str(info.get("updated") or "")))
         except RunError as e:
-            out.append(RunEntry(d.name, d, "unreadable", str(e), ""))
+            out.append(RunEntry(d.name, d, "unreadable", short_error(e, r), ""))
     out.sort(key=lambda e: (e.updated, e.name), reverse=True)
     return out
 
@@ -164,7 +169,7 @@ def sidebar() -> Ctx:
             entry = RunEntry(entry.name, entry.path, str(info.get("status", "unknown")),
                              info.get("error"), str(info.get("updated") or ""))
         except RunError as err:
-            entry = RunEntry(entry.name, entry.path, "unreadable", str(err), "")
+            entry = RunEntry(entry.name, entry.path, "unreadable", short_error(err, root), "")
     with st.sidebar:
         if not entries:
             st.caption(f"No runs under `{root}`")
@@ -199,7 +204,7 @@ def _status(entries: list[RunEntry], name: str) -> str:
 
 def _run_caption(entry: RunEntry) -> None:
     if entry.status == "unreadable":
-        st.caption("⚠️ unreadable run folder")
+        st.caption("⚠️ damaged run folder: its run.json cannot be read")
         return
     from studio.data import get_run, stamp
     try:
@@ -271,8 +276,9 @@ def need_run(complete: bool = True) -> Ctx:
     if e.status == "unreadable":
         st.title(f"Run '{e.name}' cannot be read")
         st.error(e.error or "unknown problem")
-        st.caption("This folder was probably written by another version of the tool. Rerun the "
-                   "dissection with this version (the same `python -m dissect run` command).")
+        st.caption("Its run.json is damaged or from another version of the tool; the other "
+                   "runs are unaffected. Rerun the dissection with this version (the same "
+                   "`python -m dissect run ... --overwrite` command).")
         st.stop()
     if complete and e.status != "complete":
         run_status_page(ctx)

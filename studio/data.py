@@ -80,6 +80,17 @@ def layer_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]
     return out
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def null_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]:
+    """A --null run's null distributions of a layer (null.npz: observed, null, loc_observed,
+    loc_null; dissect.trust_columns), {} when the run has none."""
+    path = get_run(run_path, stamp).layer_dir(layer) / "null.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 @st.cache_data(max_entries=4096, show_spinner=False)
 def unit_overlay(run_path: str, stamp: str, layer: str, unit: int, rank: int) -> bytes:
     return renderer(run_path, stamp).unit_overlay(layer, unit, rank)

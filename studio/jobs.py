@@ -6,13 +6,12 @@
     running_pid(root / "r18")           # the live pid from <run>/.lock, or None
     cancel(root / "r18")                # SIGTERM to the process group; run.json -> cancelled
 
-`<run>/.lock` holds {"pid", "create_time", "cmd", "started"}; it is created with O_EXCL, so
-two browser sessions pressing Start at once never launch the same run twice. A lock whose
-process is gone (or a zombie, or a reused pid) is stale and replaced.
+`<run>/.lock` is dissect.lock's flock, the one `python -m dissect run` takes too: two browser
+sessions pressing Start, or a shell and the app, never write one folder at once. The app takes
+the lock and hands it to the child process; the kernel frees it when that process exits.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,8 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import psutil
 
 from dissect.runs import now_iso, read_info, write_json
 
@@ -70,85 +67,55 @@ def shard_lines(info: dict) -> list[dict]:
 
 
 def read_lock(run_dir: Path) -> dict | None:
-    """The lock's content, or None when there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / LOCK).read_text())
-    except (OSError, ValueError):
-        return None
+    """Who holds (or last held) the run's lock: {"pid", "host", "started", "cmd"}, or None."""
+    from dissect.lock import read_holder
+    return read_holder(run_dir)
 
 
-def _alive(pid: int, create_time: float | None) -> bool:
-    proc = _PROCS.get(pid)
-    if proc is not None and proc.poll() is not None:
-        _PROCS.pop(pid, None)
-        return False
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return create_time is None or abs(p.create_time() - create_time) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+def _reap() -> None:
+    for pid, proc in list(_PROCS.items()):
+        if proc.poll() is not None:
+            _PROCS.pop(pid, None)
 
 
 def running_pid(run_dir: Path) -> int | None:
-    """pid of the live process that holds this run's lock, else None."""
-    lock = read_lock(run_dir)
-    if not lock or not isinstance(lock.get("pid"), int):
-        return None
-    return lock["pid"] if _alive(lock["pid"], lock.get("create_time")) else None
-
-
-def _claim(run_dir: Path) -> int:
-    """Create the lock file exclusively; replaces a stale one; AlreadyRunning otherwise."""
-    path = Path(run_dir) / LOCK
-    for _ in range(2):
-        try:
-            return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            lock = read_lock(run_dir)
-            if lock is None:   # being written by another session right now
-                time.sleep(0.2)
-                lock = read_lock(run_dir)
-            if lock is None or running_pid(run_dir) is not None:
-                raise AlreadyRunning(f"{run_dir.name} is already running "
-                                     f"(pid {lock.get('pid') if lock else '?'})") from None
-            path.unlink(missing_ok=True)   # stale
-    raise AlreadyRunning(f"{run_dir.name} is being started by another session")
+    """pid of the live process that holds this run's lock (the CLI's lock too), else None."""
+    from dissect.lock import holder
+    _reap()
+    info = holder(run_dir)
+    return info.get("pid") if info and isinstance(info.get("pid"), int) else None
 
 
 def start(run_dir: Path, cmd: list[str], cwd: Path | None = None,
           env: dict[str, str] | None = None) -> int:
-    """Start `cmd` in its own session with output in <run>/log.txt; return its pid."""
+    """Start `cmd` in its own session with output in <run>/log.txt; return its pid.
+
+    The run folder's lock (dissect.lock, shared with the CLI) is taken here and handed to the
+    child, so a second Start, or a `dissect run` on the same folder, is refused while it runs."""
+    from dissect.lock import RunLocked, acquire
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = _claim(run_dir)
     try:
-        log = open(run_dir / LOG, "ab")
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-        log.close()
+        lock = acquire(run_dir, cmd=cmd)
+    except RunLocked as e:
+        raise AlreadyRunning(str(e).replace(str(run_dir), run_dir.name, 1)) from None
+    try:
+        with open(run_dir / LOG, "ab") as log:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    pass_fds=(lock.fd,),
+                                    env={**os.environ, **(env or {}), **lock.child_env()})
         _PROCS[proc.pid] = proc
-        try:
-            ctime = psutil.Process(proc.pid).create_time()
-        except psutil.NoSuchProcess:
-            ctime = None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": proc.pid, "create_time": ctime, "cmd": cmd,
-                       "started": now_iso()}, f)
+        lock.record(pid=proc.pid, cmd=cmd)
+        lock.detach()                # the child holds it now, until it exits
         return proc.pid
     except BaseException:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        (run_dir / LOCK).unlink(missing_ok=True)
+        lock.release()
         raise
 
 
 def cancel(run_dir: Path, wait: float = 5.0) -> bool:
-    """SIGTERM the run's process group; mark run.json cancelled if it still says running."""
+    """SIGTERM the lock holder's process group; mark run.json cancelled if it still says
+    running (only the holder's run: a refused duplicate never touches a finished run)."""
     run_dir = Path(run_dir)
     pid = running_pid(run_dir)
     if pid is None:
@@ -158,22 +125,24 @@ def cancel(run_dir: Path, wait: float = 5.0) -> bool:
     except (ProcessLookupError, PermissionError):
         pass
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and _alive(pid, None):
+    while time.monotonic() < deadline and running_pid(run_dir) == pid:
         time.sleep(0.1)
-    if _alive(pid, None):
+    if running_pid(run_dir) == pid:
         try:
             os.killpg(os.getpgid(pid), signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    _PROCS.pop(pid, None)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and running_pid(run_dir) == pid:
+            time.sleep(0.1)
+    _reap()
     try:
         info = read_info(run_dir)
-        if info.get("status") == "running":
+        if info.get("status") == "running" and running_pid(run_dir) is None:
             info.update(status="cancelled", error="cancelled from the app", updated=now_iso())
             write_json(run_dir / "run.json", info)
     except ValueError:
-        pass   # no run.json yet (cancelled before the engine wrote one)
-    (run_dir / LOCK).unlink(missing_ok=True)
+        pass   # no run.json yet (cancelled before the engine wrote one), or damaged
     return True
 
 

@@ -133,10 +133,8 @@ def test_images_bad_and_huge(tmp_path, monkeypatch):
     img = open_image(str(big))
     assert max(img.size) <= 4096
     assert image_tensor(lm, str(big)).shape == (3, 224, 224)
-    import dissect.ablation as ab
-    monkeypatch.setattr(ab, "MAX_PIXELS", 1000)
     with pytest.raises(AblationError, match="limit"):
-        open_image(str(big))
+        open_image(str(big), max_pixels=1000)
 
 
 def _folder(root, names, per=4, junk=True):
@@ -278,3 +276,31 @@ def test_replay_restores_the_model_after_an_exception():
     with torch.no_grad():
         assert torch.allclose(lm.model(x), before, atol=1e-6)
     assert torch.allclose(rp.run(), before, atol=1e-6)     # the cache survived too
+
+
+def test_unit_losses_match_a_real_ablation(tmp_path):
+    """losses(u): per class, the accuracy drop measured by really removing unit u alone."""
+    from dissect.labelled import SetCache
+    lm = _tiny()
+    ls = open_labelled_set(f"folder:{_folder(tmp_path / 's', ['red', 'green', 'blue_sky'], 5)}", lm)
+    imp = rank_units(lm, ls, "3", batch_size=8)
+    cache = SetCache(lm, ls, ["3"], batch_size=8)
+    worst = int(np.argmax(imp.acc_drop.max(0)))          # the unit whose removal hurts a class most
+    for u in {worst, 0}:
+        loss = imp.losses(u, n=3)
+        real = cache.evaluate([Intervention("3", (u,))]).classes.set_index("class")
+        assert list(loss["acc_drop"]) == sorted(loss["acc_drop"], reverse=True)
+        for _i, r in loss.iterrows():
+            assert r["acc_drop"] == pytest.approx(real.loc[r["class"], "acc_before"]
+                                                  - real.loc[r["class"], "acc_after"])
+            assert r["acc"] == pytest.approx(real.loc[r["class"], "acc_before"])
+    assert imp.losses(worst, 1)["acc_drop"].iloc[0] == pytest.approx(imp.acc_drop.max())
+    with pytest.raises(AblationError, match="out of range"):
+        imp.losses(16)
+
+
+def test_moved_most_orders_a_diverging_chart():
+    from dissect.ablation import moved_most
+    ch = [{"class": c, "delta": d} for c, d in (("a", 0.01), ("b", -0.5), ("c", 0.3), ("d", -0.02))]
+    assert [c["class"] for c in moved_most(ch, 3)] == ["c", "d", "b"]
+    assert moved_most([], 5) == []

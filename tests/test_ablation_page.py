@@ -41,12 +41,37 @@ def _selected(at):
     return list(at.session_state["abl_units_layer4"])
 
 
+def _top5(at) -> list[str]:
+    """The markdown top-5 lists of the predictions panel."""
+    return [m.value for m in at.markdown if m.value.startswith("**Top 5**")
+            or m.value.startswith("**After the ablation**")]
+
+
+def test_first_view_shows_a_probe_image_and_its_top5(runs_root, monkeypatch):
+    at = _app(runs_root, monkeypatch)
+    assert not at.exception and _selected(at) == []
+    assert at.session_state["abl_pick"] == {"kind": "probe", "index": 0}
+    (top,) = _top5(at)                                   # before only: nothing is ablated
+    assert top.count("\n") >= 5 and "5. class " in top
+    assert any("no units ablated" in c.value for c in at.caption)
+    # thumbnails pick images: the probe gallery, then a sample photo
+    at.button(key="abl_use_image_3").click().run()
+    assert not at.exception and at.session_state["abl_pick"] == {"kind": "probe", "index": 3}
+    assert any(c.value.endswith(".jpg") or "3" in c.value for c in at.caption)
+
+
 def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
     at = _app(runs_root, monkeypatch, ablate_units={"layer": "layer4", "units": [1, 2, 3]})
     assert not at.exception
     assert _selected(at) == [1, 2, 3]
     assert any("3 of 512 units selected" in c.value for c in at.caption)
+    assert at.query_params["units"] in ("1-3", ["1-3"])                    # kept in the shared link
+    assert len(_top5(at)) == 2                                       # before and after
+    assert at.session_state["abl_pick"]["kind"] == "probe"           # unit 1's top image
+    assert at.button(key="abl_use_unit_1_1") is not None             # the units' top images first
+    at.toggle(key="abl_tables").set_value(True).run()
     assert len(_frame(at, "before")) == 5 and len(_frame(at, "after")) == 5   # on a probe image
+    assert {"class", "before", "after", "delta"} <= set(_frame(at, "delta").columns)
     at.button(key="abl_invert").click().run()
     assert not at.exception and len(_selected(at)) == 509 and 1 not in _selected(at)
     at.button(key="abl_reset").click().run()
@@ -102,11 +127,46 @@ def test_efficientnet_preset_on_a_sample_photo(runs_root, monkeypatch):
     at = _app(runs_root, monkeypatch)
     at.selectbox(key="abl_model").set_value("efficientnet_lite0 (real ImageNet weights)").run()
     assert not at.exception
-    at.radio(key="abl_src").set_value("Sample photo").run()
-    assert at.selectbox(key="abl_photo").value == "chelsea"
+    assert at.session_state["abl_pick"] == {"kind": "sample", "name": "chelsea"}
+    at.toggle(key="abl_tables").set_value(True).run()
     before = _frame(at, "before")
     assert before.iloc[0, 0] in ("tiger cat", "Egyptian cat", "tabby")
     at.button(key="abl_invert").click().run()          # select all 1280 units, zero them
     assert not at.exception
     after = _frame(at, "after")
     assert after.iloc[0, 0] not in ("tiger cat", "Egyptian cat", "tabby")
+
+
+def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch):
+    """The unit page ranks the classes that lose accuracy without the unit (the importance
+    ranking, shared with the lab), and one click opens the lab with that unit ablated."""
+    from streamlit.testing.v1 import AppTest
+    from dissect.labelled import SetCache, open_labelled_set
+    from dissect.ablation import Intervention
+    from dissect.models import load_model
+    monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=240)
+    spec = f"folder:{runs_root / 'set'}"
+    at.session_state["loss_set"] = spec
+    for k, v in dict(run="r18", layer="layer4", unit=9).items():
+        at.query_params[k] = str(v)
+    at.run()
+    at.switch_page("pages/unit_detail.py")
+    at.run()
+    assert not at.exception
+    assert "What the network loses without this unit" in [s.value for s in at.subheader]
+    if any(b.key == "loss_compute" for b in at.button):     # else: the lab ranked this set
+        at.button(key="loss_compute").click().run()
+        assert not at.exception
+    lm = load_model("resnet18", "none")
+    real = SetCache(lm, open_labelled_set(spec, lm, limit=200), ["layer4"]).evaluate(
+        [Intervention("layer4", (9,))]).classes.set_index("class")
+    drop = real["acc_before"] - real["acc_after"]
+    if (drop > 0).any():          # the chart lists the classes that really lost accuracy
+        table = next(d.value for d in at.dataframe if "acc_drop" in d.value.columns)
+        assert table["acc_drop"].iloc[0] == pytest.approx(drop.max())
+    else:
+        assert any("loses accuracy" in i.value for i in at.info)
+    at.button(key="ablate_in_lab").click().run()
+    assert not at.exception
+    assert at.session_state["abl_units_layer4"] == [9]

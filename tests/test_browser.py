@@ -196,3 +196,24 @@ def test_compare_page_with_two_runs(server, browser):
     assert "sel=r18" in page.url
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+
+def test_ablation_lab_first_view_shows_predictions(server, browser):
+    """The lab opens on a probe image with its top-5 predictions, without any click."""
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.set_default_timeout(180_000)
+    page.goto(f"{server}/ablation_lab?run=r18&layer=layer4")
+    expect(page.get_by_role("heading", name="Ablation lab")).to_be_visible(timeout=180_000)
+    preds = page.locator(".st-key-abl_predictions")
+    expect(preds).to_be_visible(timeout=180_000)
+    expect(preds).to_contain_text("Top 5")
+    items = preds.locator("li")
+    expect(items).to_have_count(5)
+    assert all(re.search(r"\d(\.\d+)?(%|e-\d+)$", t.strip()) for t in items.all_inner_texts())
+    expect(page.locator(".st-key-abl_effect [data-testid=stImage] img").first).to_be_visible()
+    expect(page.locator(".st-key-abl_effect .main-svg").first).to_be_visible()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stMain] img')"
+                           ".length >= 8", timeout=120_000)      # the image and thumbnails
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "ablation_lab.png"), full_page=True, timeout=120_000)

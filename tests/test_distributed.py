@@ -92,6 +92,9 @@ def test_address_that_does_not_answer_fails_fast(probe, tmp_path, capsys):
     assert time.monotonic() - t < 10
     with pytest.raises(RunError, match="HOST:PORT"):
         check_address("nonsense")
+    with pytest.raises(RunError, match="--baseline rotation does not run with --ray"):
+        dissect_ray(DissectConfig(probe=f"broden:{probe}", baseline="rotation"),
+                    tmp_path / "b", ray="local:2")
     assert not (tmp_path / "r").exists()             # nothing written
 
 

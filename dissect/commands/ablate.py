@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     what.add_argument("--images", nargs="+", default=None, metavar="FILE")
     what.add_argument("--set", default=None, help="toyworld:N or folder:DIR (ImageFolder layout)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images of --set")
+    p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
+                   help="toyworld sets: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--rank", type=int, default=0, metavar="N",
                    help="with --set: list each class's N most important units")
     p.add_argument("--rank-by", default="balanced", choices=["balanced", "acc", "logit"],
@@ -92,7 +94,8 @@ def _ablate(args: argparse.Namespace) -> int:
     layers = [l for l in (args.layer or "").split(",") if l] or (cfg.get("layers") or [])[:1]
     mode, value = parse_mode(args.mode)
     torch.manual_seed(args.seed)
-    lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed)
+    lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed,
+                    allow_file=bool(args.model))   # typed by the user, not read from --run
     plan: dict[str, list[int]] = {}
     if args.concept:
         if run is None:
@@ -119,7 +122,8 @@ def _ablate(args: argparse.Namespace) -> int:
     sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
     layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
 
-    lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit) if args.set else None
+    lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit,
+                             restyle=args.restyle) if args.set else None
     images = []
     if args.images:
         images = [(path, image_tensor(lm, path)) for path in args.images]

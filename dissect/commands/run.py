@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="only images of this split (e.g. val)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--segmenter", default=None, help="for folder: probes, e.g. color,ade20k")
+    p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
+                   help="toyworld probes: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--quantile", type=float, default=0.005, help="top fraction (default 0.005)")
     p.add_argument("--denominator", default="nd", choices=["nd", "netdissect-lite", "global"])
     p.add_argument("--iou-threshold", type=float, default=0.04)
@@ -37,6 +39,17 @@ def add_parser(sub) -> None:
                    help="activation cache: on-disk memmap (resumable) or RAM")
     p.add_argument("--cache-dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--no-acts", action="store_true", help="do not keep acts.npy in the run")
+    p.add_argument("--null", type=int, nargs="?", const=1000, default=0, metavar="B",
+                   help="permutation and roll nulls with B draws (default 1000 when given bare): "
+                        "p_value, q_value, significant, p_localised, iou_lo, iou_hi, "
+                        "label_stability in units.csv")
+    p.add_argument("--heldout", default="auto", choices=["auto", "split", "random"],
+                   help="iou_heldout halves: the probe's train/val split when it has one (auto), "
+                        "always it (split), or a seeded half (random)")
+    p.add_argument("--baseline", default="", choices=["rotation", "random-init"],
+                   help="label counts to compare with: the unit basis turned by a random "
+                        "rotation (cached activations, no new forward pass) or the same "
+                        "architecture with random weights (one extra run in RUN/baselines/)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--ray", default=None, metavar="local[:N]|ADDRESS",
@@ -55,6 +68,35 @@ def _sigterm(_signum, _frame):
     raise KeyboardInterrupt
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """RunError naming the first option out of range (before anything is loaded or written)."""
+    import math
+
+    from dissect.errors import RunError
+    from dissect.runinfo import check_layer_name
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--topk", args.topk, 1),
+                             ("--workers", args.workers, 0), ("--limit", args.limit, 1),
+                             ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            raise RunError(f"{flag} {value} must be at least {low}")
+    if not 0 < args.quantile < 1:
+        raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
+    if not (math.isfinite(args.iou_threshold) and 0 <= args.iou_threshold <= 1):
+        raise RunError(f"--iou-threshold {args.iou_threshold} must be between 0 and 1 "
+                       "(e.g. 0.04)")
+    layers = [l.strip() for l in args.layer.split(",") if l.strip()]
+    if not layers:
+        raise RunError("--layer names no layer; give module names, e.g. --layer layer3,layer4 "
+                       "(`python -m dissect layers --model M` lists them)")
+    for layer in layers:
+        check_layer_name(layer, "--layer")
+    if args.categories is not None and not [c for c in args.categories.split(",") if c.strip()]:
+        raise RunError("--categories names no category; e.g. --categories object,part")
+    if not args.model.strip():
+        raise RunError("--model is empty; give a torchvision name (e.g. resnet18), a preset or "
+                       "path/to/file.py:factory")
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
@@ -62,31 +104,36 @@ def main(args: argparse.Namespace) -> int:
     from dissect.errors import RunError
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
-    if args.threads and not args.ray:       # with --ray: threads per shard
-        torch.set_num_threads(args.threads)
+    check_options(args)
     if args.explain:
-        from dissect.formulas.explain import check_options
-        check_options(args.explain_length, args.explain_beam, getattr(args, "null", 0) or 0)
-    if not 0 < args.quantile < 1:
-        raise RunError(f"--quantile {args.quantile} must be between 0 and 1 (e.g. 0.005)")
+        from dissect.formulas.explain import check_options as check_explain
+        check_explain(args.explain_length, args.explain_beam, getattr(args, "null", 0) or 0)
     layers = [l.strip() for l in args.layer.split(",") if l.strip()]
     opts = {"categories": args.categories.split(",") if args.categories else None,
             "split": args.split, "limit": args.limit, "seed": args.seed,
-            "segmenter": args.segmenter}
+            "segmenter": args.segmenter, "restyle": args.restyle}
     cfg = DissectConfig(
         model=args.model, weights=args.weights, layers=layers, probe=args.probe,
         probe_options={k: v for k, v in opts.items() if v is not None},
         quantile=args.quantile, denominator=args.denominator, batch_size=args.batch_size,
         workers=args.workers, device=args.device, seed=args.seed, topk=args.topk,
         iou_threshold=args.iou_threshold, classes=args.classes, cache=args.cache,
-        cache_dtype=args.cache_dtype, keep_acts=not args.no_acts)
+        cache_dtype=args.cache_dtype, keep_acts=not args.no_acts, null=args.null,
+        heldout=args.heldout, baseline=args.baseline)
+    if args.threads and not args.ray:       # with --ray: threads per shard
+        torch.set_num_threads(args.threads)
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    if args.ray and args.baseline:
+        raise RunError(f"--baseline {args.baseline} runs on one machine (it needs the whole "
+                       "activation cache); drop --ray, or drop --baseline")
     try:
         if args.ray:
             from dissect.distributed import dissect_ray
-            out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
-                              threads=args.threads or 1, progress=not args.quiet,
-                              overwrite=args.overwrite)
+            from dissect.lock import run_lock
+            with run_lock(args.out):       # the same one-writer lock as a local run
+                out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
+                                  threads=args.threads or 1, progress=not args.quiet,
+                                  overwrite=args.overwrite)
         else:
             out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     finally:

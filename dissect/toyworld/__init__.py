@@ -27,21 +27,27 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return (Path(env).expanduser() if env else REPO / ".cache") / "toyworld"
 
 
-def world_dir(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
-    return cache_root(cache_dir) / f"seed{int(seed)}_n{int(n)}"
+def world_dir(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+              restyle=None) -> Path:
+    """The cache folder of world (seed, n); a restyled world (`restyle="sea:snow"`) has its own."""
+    from dissect.toyworld.styles import parse_restyle
+    r = parse_restyle(restyle)
+    return cache_root(cache_dir) / (f"seed{int(seed)}_n{int(n)}"
+                                    + (f"_restyle-{r.slug}" if r else ""))
 
 
 def ensure_world(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None,
-                 workers: int = 2, progress: Callable[[int, int], None] | None = None) -> Path:
+                 workers: int = 2, progress: Callable[[int, int], None] | None = None,
+                 restyle=None) -> Path:
     """The folder of world (seed, n), building it (atomically) when not cached yet."""
     from dissect.toyworld.broden_writer import build_world
-    d = world_dir(n, seed, cache_dir)
+    d = world_dir(n, seed, cache_dir, restyle=restyle)
     if (d / "index.csv").is_file():
         return d
     if d.exists():          # not ours and not complete: a leftover; rebuild it
         shutil.rmtree(d, ignore_errors=True)
     try:
-        build_world(d, n, seed=seed, workers=workers, progress=progress)
+        build_world(d, n, seed=seed, workers=workers, progress=progress, restyle=restyle)
     except OSError:
         if not (d / "index.csv").is_file():   # a concurrent build won the rename: fine
             raise
@@ -52,16 +58,25 @@ def toyworld_probe(n: int | None = None, seed: int | None = 0,
                    cache_dir: str | os.PathLike | None = None,
                    categories: Sequence[str] | str | None = None, split: str | None = None,
                    limit: int | None = None, progress: Callable[[int, int], None] | None = None,
-                   **_):
-    """A BrodenProbe over ToyWorld `seed` with `n` images (default 1000), built when needed."""
+                   restyle=None, **_):
+    """A BrodenProbe over ToyWorld `seed` with `n` images (default 1000), built when needed.
+
+    `restyle="sea:snow"`: the same scenes with that concept drawn in another style
+    (dissect.toyworld.styles; an unknown style raises StyleError listing them).
+    """
     from dissect.broden import BrodenProbe
     from dissect.probeset import ProbeError
     n = DEFAULT_N if n is None else int(n)
     if n < 1:
         raise ProbeError(f"toyworld:{n} needs a positive number of images, e.g. toyworld:500")
-    d = ensure_world(n, 0 if seed is None else int(seed), cache_dir, progress=progress)
+    from dissect.toyworld.styles import parse_restyle
+    restyle = parse_restyle(restyle)
+    d = ensure_world(n, 0 if seed is None else int(seed), cache_dir, progress=progress,
+                     restyle=restyle)
     probe = BrodenProbe(d, categories=categories, split=split, limit=limit)
-    probe.description = f"ToyWorld seed {seed}: {len(probe)} images ({d})"
+    probe.description = f"ToyWorld seed {seed}{f', {restyle}' if restyle else ''}: " \
+                        f"{len(probe)} images ({d})"
+    probe.restyle = restyle
     return probe
 
 

@@ -45,11 +45,11 @@ def _save_mask(path: Path, labels: np.ndarray) -> None:
 
 def _write_chunk(args) -> list[dict]:
     """Render and write images start..start+count-1; returns index rows + label tallies."""
-    root, seed, start, count, size = args
+    root, seed, start, count, size, restyle = args
     root = Path(root)
     out = []
     for i in range(start, start + count):
-        s = render(seed, i, size)
+        s = render(seed, i, size, restyle=restyle)
         name = f"toyworld/tw_{i:06d}"
         Image.fromarray(s.rgb).save(root / "images" / f"{name}.png", compress_level=1)
         row = {"image": f"{name}.png", "split": "val" if i % 5 == 4 else "train",
@@ -108,8 +108,11 @@ def _write_tables(root: Path, results: list[dict]) -> None:
 
 def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
                 workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                chunk: int = 100) -> Path:
-    """Write world `seed` (images 0..n-1) as a Broden folder at `out` (must not exist yet)."""
+                chunk: int = 100, restyle: str | None = None) -> Path:
+    """Write world `seed` (images 0..n-1) as a Broden folder at `out` (must not exist yet).
+
+    `restyle` ("sea:snow"): the same scenes with that concept drawn in another style.
+    """
     out = Path(out)
     if out.exists():
         raise ProbeError(f"{out} already exists; remove it or choose another --out")
@@ -119,7 +122,8 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images" / "toyworld").mkdir(parents=True)
-        jobs = [(str(tmp), seed, s, min(chunk, n - s), size) for s in range(0, n, chunk)]
+        restyle = str(restyle) if restyle else None
+        jobs = [(str(tmp), seed, s, min(chunk, n - s), size, restyle) for s in range(0, n, chunk)]
         results: list[dict] = []
         pool = None
         if workers > 1 and len(jobs) > 1:
@@ -140,6 +144,7 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
         _write_tables(tmp, results)
         (tmp / "README.txt").write_text(
             f"ToyWorld seed {seed}, {n} images at {size} px (masks {size // 2} px), "
+            + (f"{restyle.replace(':', ' drawn as ')}, " if restyle else "") +
             f"scenes: {', '.join(SCENE_NAMES)}. Written by dissect.toyworld.\n")
         os.replace(tmp, out)
     except BaseException:

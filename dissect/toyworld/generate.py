@@ -102,16 +102,23 @@ def _draw(rng: np.random.Generator, size: int, scene: int, objs: set[str]) -> Ca
     return cv
 
 
-def render(seed: int, index: int, size: int = 224) -> Sample:
-    """Image `index` of world `seed` (redrawn until unambiguous and not over-occluded)."""
+def render(seed: int, index: int, size: int = 224, restyle=None) -> Sample:
+    """Image `index` of world `seed` (redrawn until unambiguous and not over-occluded).
+
+    `restyle` ("sea:snow" or a styles.Restyle): the same scene with that concept repainted.
+    """
     rng = np.random.default_rng([seed, index])
     scene = int(rng.integers(len(SCENE_NAMES)))
     while True:
         objs = choose_objects(rng, scene)
         cv = _draw(rng, size, scene, objs)
         if cv is not None:
-            return Sample(cv.rgb, cv.color, cv.obj, cv.part, cv.tex, scene,
-                          tuple(o for o in OBJECTS if o in objs))
+            sample = Sample(cv.rgb, cv.color, cv.obj, cv.part, cv.tex, scene,
+                            tuple(o for o in OBJECTS if o in objs))
+            if restyle:
+                from dissect.toyworld.styles import apply_restyle, parse_restyle
+                apply_restyle(sample, parse_restyle(restyle), seed, index)
+            return sample
 
 
 def pool2(rgb: np.ndarray) -> np.ndarray:

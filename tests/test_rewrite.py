@@ -1,0 +1,171 @@
+"""Rank-one rewriting: the closed form's algebra on real layers, the edit folder, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dissect.__main__ import main
+from dissect.errors import RewriteError
+from dissect.memit import read_edits
+from dissect.rewrite import (SecondMoment, Target, edit_target, edited, memit_update,
+                             rank_one_update, regularised)
+from dissect.toyworld.model import ToyWorldCNN, load_toyworld
+
+
+def _moment(dim: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(dim, 4 * dim, generator=g)
+    mom = SecondMoment()
+    mom.add(A[:, :2 * dim])
+    other = SecondMoment()
+    other.add(A[:, 2 * dim:])
+    return mom.merge(other).matrix()
+
+
+@pytest.mark.parametrize("layer", ["conv5", "fc"])
+def test_closed_form_writes_the_key_exactly(layer):
+    model = load_toyworld().model
+    t = edit_target(model, layer)
+    W = t.flat_weight().double()
+    D = W.shape[1]
+    C = _moment(D)
+    g = torch.Generator().manual_seed(1)
+    k, v = torch.rand(D, 1, generator=g), torch.randn(W.shape[0], 1, generator=g)
+    upd = rank_one_update(W.float(), k, v, C)
+    W1 = W + upd.delta.double()
+    assert torch.allclose(W1 @ k.double(), v.double(), atol=1e-5)          # W k* = v*
+    assert upd.rank == 1                                                    # rank(ΔW) = 1
+    d = torch.linalg.solve(regularised(C.double()), k.double())            # C⁻¹k*
+    cos = torch.nn.functional.cosine_similarity(upd.directions.double()[:, 0], d[:, 0], dim=0)
+    assert abs(float(cos)) > 1 - 1e-6                                       # D ∝ C⁻¹k*
+    o = torch.randn(D, 1, generator=g, dtype=torch.float64)
+    o = o - d * (d.T @ o) / (d.T @ d)                                       # dᵀo = 0
+    assert torch.allclose(W1 @ o, W @ o, atol=1e-6)                        # unchanged
+
+
+def test_unfolded_conv_equals_the_conv_and_edit_restores():
+    model = load_toyworld().model
+    t = edit_target(model, "conv4")
+    assert t.name == "conv4.0" and isinstance(t.module, nn.Conv2d)
+    x = torch.rand(2, 48, 28, 28)
+    keys = t.keys_of(x)                                      # B×D×L
+    out = (t.flat_weight() @ keys).reshape(2, -1, 14, 14)
+    assert torch.allclose(out, t.module(x), atol=1e-4)
+    before = t.module.weight.clone()
+    with pytest.raises(RuntimeError):
+        with edited(model, t, torch.ones_like(t.flat_weight())):
+            assert not torch.equal(t.module.weight, before)
+            raise RuntimeError("boom")
+    assert torch.equal(t.module.weight, before)
+
+
+def test_memit_update_fits_keys_with_small_lambda():
+    g = torch.Generator().manual_seed(0)
+    W, K = torch.randn(5, 12, generator=g), torch.randn(12, 4, generator=g)
+    R = torch.randn(5, 4, generator=g)
+    d = memit_update(W, K, R, _moment(12), lam=1e-6)
+    assert torch.allclose(d @ K, R, atol=1e-3)
+
+
+def test_bad_layer_is_named():
+    model = ToyWorldCNN()
+    with pytest.raises(RewriteError, match="not a conv or linear layer"):
+        edit_target(model, "pool")
+    with pytest.raises(RewriteError, match="not a conv or linear layer"):
+        edit_target(model, "conv5.1")
+
+
+def test_bad_edit_files_name_line_and_field(tmp_path):
+    f = tmp_path / "rules.jsonl"
+    f.write_text('{"concept": "sea", "style": "snow"}\n# a comment\n{"concept": "road"}\n')
+    with pytest.raises(RewriteError, match=r"line 3: field 'style' is missing"):
+        read_edits(str(f))
+    f.write_text('{"concept": "sea", "style": "snow"}\n{"concept": "sea", "style": "ice"}\n')
+    with pytest.raises(RewriteError, match=r"line 2: field 'style': unknown style 'ice'"):
+        read_edits(str(f))
+    f.write_text('{"concept": "sea", "style": "snow", "exemplars": "3"}\n')
+    with pytest.raises(RewriteError, match=r"line 1: field 'exemplars' must be a int"):
+        read_edits(str(f))
+    f.write_text('not json\n')
+    with pytest.raises(RewriteError, match=r"line 1: not a JSON object"):
+        read_edits(str(f))
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    base = ["rewrite", "--model", "toyworld", "--out", str(tmp_path / "e"), "--exemplars", "1"]
+    assert main(base + ["--layer", "conv5", "--concept", "sea", "--style", "ice"]) == 2
+    assert "snow, wood, gravel, flowers, grayscale" in capsys.readouterr().err
+    assert main(base + ["--layer", "pool", "--concept", "sea", "--style", "snow"]) == 2
+    assert "not a conv or linear layer" in capsys.readouterr().err
+    assert main(base + ["--layer", "conv5", "--concept", "sea", "--style", "snow",
+                        "--exemplar-index", "0"]) == 2          # image 0 of world 7: no sea
+    assert "does not show 'sea'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def _sha(path) -> str:
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_cli_writes_a_loadable_edit_and_never_the_original(tmp_path, monkeypatch, capsys):
+    from dissect.models import load_model
+    from dissect.toyworld.model import DEFAULT_WEIGHTS
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    sha = _sha(DEFAULT_WEIGHTS)
+    out = tmp_path / "edit"
+    args = ["rewrite", "--model", "toyworld", "--layer", "conv6", "--concept", "sea", "--style",
+            "snow", "--exemplars", "1", "--heldout", "24", "--heldout-styles", "snow",
+            "--probe-images", "20", "--json"]
+    assert main(args + ["--out", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rank"] == 1 and doc["weight"] == "conv6.0.weight" and doc["figures"]["rank"] == 1
+    saved = json.loads((out / "edit.json").read_text())
+    assert saved["rule"] == "sea drawn as snow -> sea" and saved["heldout"]
+    lm0, lm1 = load_model("toyworld", "default"), load_model("toyworld", str(out / "weights.safetensors"))
+    d = (lm1.model.conv6[0].weight - lm0.model.conv6[0].weight).reshape(128, -1)
+    assert torch.linalg.matrix_rank(d).item() == 1
+    assert all(torch.equal(a, b) for (k, a), (_, b) in zip(lm0.model.state_dict().items(),
+                                                          lm1.model.state_dict().items())
+               if not k.startswith("conv6.0.weight"))
+    assert _sha(DEFAULT_WEIGHTS) == sha
+    assert doc["figures"]["moment_cached"] is False
+    assert main(args + ["--out", str(out)]) == 2                       # exists: no overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--out", str(DEFAULT_WEIGHTS.parent), "--overwrite"]) == 2
+    assert "never overwrite the original" in capsys.readouterr().err
+    assert _sha(DEFAULT_WEIGHTS) == sha
+
+
+@pytest.mark.slow
+def test_rewrite_goals_on_toyworld(tmp_path, monkeypatch):
+    """≤3 exemplars: ≥50% of errors corrected across classes with the concept, clean accuracy
+    drops ≤1 point, better than fine-tuning on the other classes (Santurkar et al.'s table)."""
+    from dissect.editing import RewriteConfig, rewrite, summary
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    cfg = RewriteConfig(layer="conv6", concept="sea", style="snow", exemplars=3, rank=1,
+                        heldout=300, probe_images=300, heldout_styles=["snow", "wood"],
+                        baseline="finetune")
+    res = rewrite(cfg)
+    ours, ft = summary(res, "rewrite"), summary(res, "finetune")
+    f = res["figures"]
+    assert ours["exemplar style / all"] >= 0.5, ours
+    assert f["clean_acc_before"] - f["clean_acc_after"] <= 0.01, f
+    assert ours["exemplar style / other classes"] > ft["exemplar style / other classes"], (ours, ft)
+
+
+def test_memit_cli_reports_accuracy_as_rules_grow(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    rules = tmp_path / "rules.jsonl"
+    rules.write_text('{"concept": "sea", "style": "snow", "exemplars": 1}\n'
+                     '{"concept": "road", "style": "wood", "exemplars": 1}\n')
+    assert main(["rewrite", "--model", "toyworld", "--layer", "conv5,conv6", "--edits", str(rules),
+                 "--heldout", "24", "--probe-images", "20", "--out", str(tmp_path / "m"),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["rules"] for c in doc["curve"]] == [1, 2]
+    assert [p["applied"] for p in doc["curve"][0]["per_rule"]] == [True, False]
+    assert (tmp_path / "m" / "weights.safetensors").is_file()
