@@ -2,6 +2,7 @@
 from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
+from dissect.features import DirectionError
 
 
 class LayerError(ValueError):
@@ -24,5 +25,5 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
-USER_ERRORS = (AblationError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
+USER_ERRORS = (AblationError, DirectionError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
                TraceError, RewriteError)
