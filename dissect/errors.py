@@ -3,6 +3,7 @@ from dissect.fetch import FetchError
 from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
+from dissect.features import DirectionError
 
 
 class LayerError(ValueError):
@@ -25,5 +26,5 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
-USER_ERRORS = (AblationError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
+USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
                TraceError, RewriteError)

@@ -39,6 +39,7 @@ class LabelledSet:
     load: Callable[[int], torch.Tensor]
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    source: object = None                  # the ToyWorld probe behind a toyworld set (else None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,10 +60,12 @@ MAX_SET = 20_000      # images a toyworld:N set may ask for (its world is built 
 
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
                       limit: int | None = None, restyle: str | None = None,
-                      max_images: int = MAX_SET) -> LabelledSet:
+                      pair: str | None = None, max_images: int = MAX_SET) -> LabelledSet:
     """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too); at most `max_images`.
 
     `restyle="sea:snow"` (ToyWorld only): the same scenes with that concept in another style.
+    `pair="sun"` (toyworld only): N scenes with and without the sun; a twin that completes no
+    single scene is left out (counted in `skipped`).
     """
     kind, _, arg = spec.partition(":")
     if limit is not None and limit < 1:
@@ -76,7 +79,10 @@ def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
             toyworld_size(spec, cap=max_images)
         except ProbeError as e:
             raise AblationError(str(e)) from None
-        return _toyworld_set(spec, arg, lm, seed, limit, restyle)
+        return _toyworld_set(spec, arg, lm, seed, limit, restyle, pair)
+    if pair is not None:
+        raise AblationError(f"--pair {pair} needs a ToyWorld set (toyworld:N), not '{spec}'; "
+                            "drop --pair")
     if kind == "folder" or (not arg and os.path.isdir(spec)):
         return _folder_set(spec, arg if kind == "folder" else spec, lm,
                            min(limit or max_images, max_images))
@@ -136,14 +142,14 @@ def _readable(path: str) -> bool:
 
 
 def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None,
-                  restyle: str | None = None) -> LabelledSet:
+                  restyle: str | None = None, pair: str | None = None) -> LabelledSet:
     from dissect.probe import open_probe
     try:
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
     probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"],
-                       restyle=restyle)
+                       restyle=restyle, pair=pair)
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))
@@ -165,7 +171,7 @@ def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | 
                             "use --model toyworld for --set toyworld:N")
     paths = [str(probe.images.iloc[i]["path"]) if "path" in probe.images else str(i) for i in keep]
     return LabelledSet(spec, list(lm.class_names), np.asarray(labels, np.int64), paths,
-                       lambda j: probe[keep[j]].image, skipped=count - len(keep))
+                       lambda j: probe[keep[j]].image, skipped=count - len(keep), source=probe)
 
 
 # ---- metrics ---------------------------------------------------------------------------------

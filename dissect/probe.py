@@ -39,7 +39,8 @@ def open_probe(spec: str, **options) -> ProbeSet:
 
     `broden:DIR`, `toyworld[:N]` (N images, built and cached; `seed=` picks the world), or
     `folder:DIR` (needs `segmenter=`, e.g. "color,ade20k"). Options: categories, split, limit,
-    seed, segmenter, cache_dir, restyle (toyworld only: "sea:snow").
+    seed, segmenter, cache_dir, restyle (toyworld only: "sea:snow"), pair (toyworld only: each
+    scene with and without that object).
     """
     kind, _, arg = str(spec).partition(":")
     limit = options.get("limit")
@@ -50,8 +51,13 @@ def open_probe(spec: str, **options) -> ProbeSet:
     if options.get("restyle") and kind != "toyworld":
         raise ProbeError(f"--restyle {options['restyle']} works on ToyWorld probes only "
                          f"(toyworld:N), not on '{spec}'")
+    if options.get("pair") is not None and kind != "toyworld":
+        raise ProbeError(f"--pair {options['pair']} needs a ToyWorld probe (toyworld:N), not "
+                         f"'{spec}'; drop --pair")
     if kind != "toyworld":
         options.pop("restyle", None)
+    if "pair" in options and options["pair"] is None:
+        options = {k: v for k, v in options.items() if k != "pair"}
     if kind == "broden":
         from dissect.broden import BrodenProbe
         return BrodenProbe(arg, **options)

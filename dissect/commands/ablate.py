@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     what.add_argument("--images", nargs="+", default=None, metavar="FILE")
     what.add_argument("--set", default=None, help="toyworld:N or folder:DIR (ImageFolder layout)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images of --set")
+    p.add_argument("--pair", default=None, metavar="OBJECT",
+                   help="toyworld sets: each scene drawn with and without OBJECT")
     p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
                    help="toyworld sets: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--rank", type=int, default=0, metavar="N",
@@ -123,7 +125,7 @@ def _ablate(args: argparse.Namespace) -> int:
     layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
 
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit,
-                             restyle=args.restyle) if args.set else None
+                             pair=args.pair, restyle=args.restyle) if args.set else None
     images = []
     if args.images:
         images = [(path, image_tensor(lm, path)) for path in args.images]

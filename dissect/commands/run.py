@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="only images of this split (e.g. val)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--segmenter", default=None, help="for folder: probes, e.g. color,ade20k")
+    p.add_argument("--pair", default=None, metavar="OBJECT",
+                   help="toyworld probes: each scene drawn with and without OBJECT")
     p.add_argument("--restyle", default=None, metavar="CONCEPT:STYLE",
                    help="toyworld probes: that concept drawn in another style, e.g. sea:snow")
     p.add_argument("--quantile", type=float, default=0.005, help="top fraction (default 0.005)")
@@ -111,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     layers = [l.strip() for l in args.layer.split(",") if l.strip()]
     opts = {"categories": args.categories.split(",") if args.categories else None,
             "split": args.split, "limit": args.limit, "seed": args.seed,
-            "segmenter": args.segmenter, "restyle": args.restyle}
+            "segmenter": args.segmenter, "pair": args.pair, "restyle": args.restyle}
     cfg = DissectConfig(
         model=args.model, weights=args.weights, layers=layers, probe=args.probe,
         probe_options={k: v for k, v in opts.items() if v is not None},

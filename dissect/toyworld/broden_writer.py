@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from dissect.probeset import ProbeError
-from dissect.toyworld.generate import render
+from dissect.toyworld.generate import render, render_pair
 from dissect.toyworld.world import (COLORS, OBJECTS, PARTS, PIXEL_CATEGORIES, RANGES,
                                     SCENE_NAMES, TEXTURES, concept_table)
 
@@ -43,36 +43,53 @@ def _save_mask(path: Path, labels: np.ndarray) -> None:
     Image.fromarray(rgb).save(path, compress_level=1)
 
 
+def _sample_row(root: Path, name: str, s, split: str, size: int) -> dict:
+    """Write one sample's image and masks; its index row + label tallies."""
+    Image.fromarray(s.rgb).save(root / "images" / f"{name}.png", compress_level=1)
+    row = {"image": f"{name}.png", "split": split,
+           "ih": size, "iw": size, "sh": size // 2, "sw": size // 2, "material": "",
+           "scene": str(RANGES["scene"][0] + s.scene) if s.scene >= 0 else ""}
+    tally = {}
+    for cat in PIXEL_CATEGORIES:
+        local = getattr(s, _PLANE_ATTR[cat])[::2, ::2]     # nearest, half size
+        labels = _LUT[cat][local]
+        ids, counts = np.unique(labels[labels > 0], return_counts=True)
+        if len(ids):
+            _save_mask(root / "images" / f"{name}_{cat}.png", labels)
+            row[cat] = f"{name}_{cat}.png"
+            tally[cat] = dict(zip(ids.tolist(), (counts / labels.size).tolist()))
+        else:
+            row[cat] = ""
+    if s.scene >= 0:
+        tally["scene"] = {RANGES["scene"][0] + s.scene: 1.0}
+    return {"row": row, "tally": tally}
+
+
 def _write_chunk(args) -> list[dict]:
-    """Render and write images start..start+count-1; returns index rows + label tallies."""
-    root, seed, start, count, size, restyle = args
+    """Render and write images start..start+count-1; returns index rows + label tallies.
+
+    With a pair object (7th argument), scene i becomes rows 2i (with it) and 2i+1 (without),
+    marked in the extra columns `pair` (i) and `twin` (with|without)."""
+    root, seed, start, count, size, restyle = args[:6]
+    pair = args[6] if len(args) > 6 else None
     root = Path(root)
     out = []
     for i in range(start, start + count):
-        s = render(seed, i, size, restyle=restyle)
-        name = f"toyworld/tw_{i:06d}"
-        Image.fromarray(s.rgb).save(root / "images" / f"{name}.png", compress_level=1)
-        row = {"image": f"{name}.png", "split": "val" if i % 5 == 4 else "train",
-               "ih": size, "iw": size, "sh": size // 2, "sw": size // 2, "material": "",
-               "scene": str(RANGES["scene"][0] + s.scene)}
-        tally = {}
-        for cat in PIXEL_CATEGORIES:
-            local = getattr(s, _PLANE_ATTR[cat])[::2, ::2]     # nearest, half size
-            labels = _LUT[cat][local]
-            ids, counts = np.unique(labels[labels > 0], return_counts=True)
-            if len(ids):
-                _save_mask(root / "images" / f"{name}_{cat}.png", labels)
-                row[cat] = f"{name}_{cat}.png"
-                tally[cat] = dict(zip(ids.tolist(), (counts / labels.size).tolist()))
-            else:
-                row[cat] = ""
-        tally["scene"] = {RANGES["scene"][0] + s.scene: 1.0}
-        out.append({"row": row, "tally": tally})
+        split = "val" if i % 5 == 4 else "train"
+        if pair is None:
+            out.append(_sample_row(root, f"toyworld/tw_{i:06d}",
+                                   render(seed, i, size, restyle=restyle), split, size))
+            continue
+        for twin, s in zip(("with", "without"), render_pair(seed, i, pair, size)):
+            r = _sample_row(root, f"toyworld/tw_{i:06d}_{twin}", s, split, size)
+            r["row"].update(pair=i, twin=twin)
+            out.append(r)
     return out
 
 
 def _write_tables(root: Path, results: list[dict]) -> None:
-    index = pd.DataFrame([r["row"] for r in results], columns=COLUMNS)
+    extra = [c for c in ("pair", "twin") if results and c in results[0]["row"]]
+    index = pd.DataFrame([r["row"] for r in results], columns=COLUMNS + extra)
     index.to_csv(root / "index.csv", index=False)
     freq: dict[int, int] = {}
     cover: dict[int, float] = {}
@@ -108,10 +125,11 @@ def _write_tables(root: Path, results: list[dict]) -> None:
 
 def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
                 workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                chunk: int = 100, restyle: str | None = None) -> Path:
+                chunk: int = 100, restyle: str | None = None, pair: str | None = None) -> Path:
     """Write world `seed` (images 0..n-1) as a Broden folder at `out` (must not exist yet).
 
     `restyle` ("sea:snow"): the same scenes with that concept drawn in another style.
+    `pair="sun"`: each of the n scenes twice, with and without the sun (2n images).
     """
     out = Path(out)
     if out.exists():
@@ -123,7 +141,8 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
     try:
         (tmp / "images" / "toyworld").mkdir(parents=True)
         restyle = str(restyle) if restyle else None
-        jobs = [(str(tmp), seed, s, min(chunk, n - s), size, restyle) for s in range(0, n, chunk)]
+        jobs = [(str(tmp), seed, s, min(chunk, n - s), size, restyle, pair)
+                for s in range(0, n, chunk)]
         results: list[dict] = []
         pool = None
         if workers > 1 and len(jobs) > 1:
@@ -136,13 +155,14 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
             for res in it:
                 results += res
                 if progress:
-                    progress(len(results), n)
+                    progress(len(results) // (2 if pair else 1), n)
         finally:
             if pool is not None:
                 pool.close()
                 pool.join()
         _write_tables(tmp, results)
         (tmp / "README.txt").write_text(
+            (f"Pairs with and without '{pair}' (columns pair, twin). " if pair else "") +
             f"ToyWorld seed {seed}, {n} images at {size} px (masks {size // 2} px), "
             + (f"{restyle.replace(':', ' drawn as ')}, " if restyle else "") +
             f"scenes: {', '.join(SCENE_NAMES)}. Written by dissect.toyworld.\n")

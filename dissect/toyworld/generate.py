@@ -3,6 +3,7 @@
     s = render(seed=0, index=7)             # Sample: rgb 224×224×3 uint8, label maps, scene
     x, y = render_batch(seed=0, start=0, count=1000, size=112)   # training fast path
     x, y = render_parallel(seed=0, count=48000, workers=2)       # same arrays, 2 processes
+    with_sun, without = render_pair(seed=0, index=7, obj="sun")   # the same scene ± one object
 
 Image i of world `seed` depends only on (seed, i): worlds can be built in any order or split
 over processes. A scene's defining objects all show (each at least 35% visible); in 60% of
@@ -74,7 +75,10 @@ def _clutter(cv: Canvas, n: int) -> None:
                                  2.0), c)
 
 
-def _draw(rng: np.random.Generator, size: int, scene: int, objs: set[str]) -> Canvas | None:
+def _draw(rng: np.random.Generator, size: int, scene: int, objs: set[str],
+          hide: str | None = None) -> Canvas | None:
+    """Paint one image; `hide` paints that object on a scratch canvas (same random draws, not
+    shown), so the result is the same scene without it. None when over-occluded."""
     cv = Canvas(size, rng)
     bg = COLOR_NAMES[int(rng.integers(len(COLOR_NAMES)))]
     bg2 = COLOR_NAMES[int(rng.integers(len(COLOR_NAMES)))]
@@ -91,10 +95,18 @@ def _draw(rng: np.random.Generator, size: int, scene: int, objs: set[str]) -> Ca
     order += [rest[i] for i in rng.permutation(len(rest))]
     drawn = {}
     for o in order:
+        if o == hide:
+            scratch = Canvas(size, rng)
+            scratch.banned = cv.banned
+            PAINTERS[o](scratch)
+            drawn[o] = int(np.count_nonzero(scratch.obj == _OIDX[o]))
+            continue
         PAINTERS[o](cv)
         drawn[o] = int(np.count_nonzero(cv.obj == _OIDX[o]))
     if rng.random() < 0.5:
         _clutter(cv, int(rng.integers(1, 4)))    # occluders on top
+    if hide is not None:
+        return cv            # the shown twin decided acceptance
     visible = np.bincount(cv.obj.ravel(), minlength=len(OBJECTS) + 1)
     for o in SCENES[SCENE_NAMES[scene]]:
         if drawn[o] < 20 or visible[_OIDX[o]] < MIN_VISIBLE * drawn[o]:
@@ -119,6 +131,32 @@ def render(seed: int, index: int, size: int = 224, restyle=None) -> Sample:
                 from dissect.toyworld.styles import apply_restyle, parse_restyle
                 apply_restyle(sample, parse_restyle(restyle), seed, index)
             return sample
+
+
+def render_pair(seed: int, index: int, obj: str, size: int = 224) -> tuple[Sample, Sample]:
+    """Scene `index` of world `seed` drawn with `obj` (added when the scene lacks it) and
+    without it: every other stroke identical. Each twin's `scene` is the one scene its objects
+    complete, or -1 when none (or two) is complete."""
+    if obj not in _OIDX:
+        raise ValueError(f"unknown ToyWorld object '{obj}'; choose from {', '.join(OBJECTS)}")
+    rng = np.random.default_rng([seed, index])
+    scene = int(rng.integers(len(SCENE_NAMES)))
+    while True:
+        objs = choose_objects(rng, scene) | {obj}
+        state = rng.bit_generator.state
+        shown = _draw(rng, size, scene, objs)
+        if shown is None:
+            continue
+        twin = np.random.default_rng()
+        twin.bit_generator.state = state
+        hidden = _draw(twin, size, scene, objs, hide=obj)
+        out = []
+        for cv, present in ((shown, objs), (hidden, objs - {obj})):
+            done = _complete(present)
+            out.append(Sample(cv.rgb, cv.color, cv.obj, cv.part, cv.tex,
+                              done[0] if len(done) == 1 else -1,
+                              tuple(o for o in OBJECTS if o in present)))
+        return out[0], out[1]
 
 
 def pool2(rgb: np.ndarray) -> np.ndarray:
