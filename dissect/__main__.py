@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
 COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
-            "trace", "rewrite", "direction", "readout", "steer", "tcav"]
+            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dissect import __version__
     parser = argparse.ArgumentParser(prog="python -m dissect", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dissect {__version__}")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download (same as DISSECT_OFFLINE=1); may follow the command")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -30,9 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--offline" in argv:      # accepted anywhere: `dissect run ... --offline`
+        argv = [a for a in argv if a != "--offline"]
+        os.environ["DISSECT_OFFLINE"] = "1"
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        rc = int(args.handler(args) or 0)
+        sys.stdout.flush()       # a closed pipe shows here, inside the handler below
+        return rc
+    except BrokenPipeError:      # `| head` closed stdout: stop quietly, as Unix tools do
+        _quiet_stdout()
+        return 141
     except Exception as e:   # dissect.errors imports torch: only load it when needed
         from dissect.errors import USER_ERRORS
         if isinstance(e, USER_ERRORS):
@@ -47,6 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def console() -> None:
+    """The `dissect` console command (pyproject [project.scripts])."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -46,7 +46,7 @@ CHECKPOINT_EVERY = 30.0   # seconds between statistic checkpoints
 class DissectConfig:
     """Everything that defines a run (stored in run.json["config"])."""
     model: str = "resnet18"
-    weights: str = "none"
+    weights: str | None = None        # None: the model's trained weights; "none": random init
     layers: list[str] = field(default_factory=lambda: ["layer4"])
     probe: str = "toyworld"
     probe_options: dict = field(default_factory=dict)   # categories, split, limit, seed, segmenter
@@ -68,6 +68,10 @@ class DissectConfig:
     null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
     heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
     baseline: str = ""                # --baseline rotation|random-init (dissect.baselines)
+
+    def __post_init__(self) -> None:
+        from dissect.models import resolve_weights
+        self.weights = resolve_weights(self.model, self.weights)   # None -> trained weights
 
     def identity(self) -> str:
         """Hash of the options that change results (not batch size, workers, device)."""
@@ -247,6 +251,8 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     Raises RunError when `out` holds a different run (pass overwrite=True to replace it).
     """
     out = Path(out)
+    if lm is not None and cfg.weights != lm.weights:   # record the weights actually used
+        cfg = replace(cfg, weights=lm.weights)
     with run_lock(out):     # RunLocked (naming pid, host, start) while another run writes here
         return _locked_dissect(cfg, out, lm, probe, progress, overwrite)
 
@@ -325,6 +331,8 @@ def new_writer(cfg: DissectConfig, out: Path, probe: ProbeSet, shapes: dict) -> 
     """A RunWriter for `out` with the run's identity and counts in run.json (status running)."""
     writer = RunWriter(out, asdict(cfg), versions=_versions())
     writer.info["identity"] = cfg.identity()
+    from dissect.models import run_random_init
+    writer.info["random_init"] = run_random_init({"config": asdict(cfg)})   # the app's badge
     writer.info["counts"] = {"images": len(probe), "concepts": len(probe.concepts),
                              "skipped_images": int(getattr(probe, "skipped", 0)),
                              "units": {n: s[0] for n, s in shapes.items()}}

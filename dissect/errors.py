@@ -1,4 +1,5 @@
 """The errors a user can cause; the CLI and the app show their message, not a traceback."""
+from dissect.fetch import FetchError
 from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
@@ -25,5 +26,5 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
-USER_ERRORS = (AblationError, DirectionError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
+USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
                TraceError, RewriteError)

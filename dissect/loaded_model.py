@@ -43,6 +43,12 @@ class LoadedModel:
     resize_size: int | None = None           # short side before the centre crop (None: 256/224 rule)
     interpolation: str = "bilinear"          # "bilinear" or "bicubic"
 
+    @property
+    def random_init(self) -> bool:
+        """True when the network has no trained weights (`--weights none`): a baseline only."""
+        flag = self.meta.get("random_init")
+        return bool(flag) if flag is not None else self.weights.lower() == "none"
+
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """Float B×3×H×W in [0, 1] -> the model's input (no resize, no crop)."""
         mean = torch.tensor(self.mean, device=images01.device).view(1, 3, 1, 1)

@@ -1,15 +1,21 @@
 """Models: network + weights + preprocessing + class names, and the layer listing.
 
-    lm = load_model("resnet18", weights="none", seed=0)      # or IMAGENET1K_V1 / DEFAULT / FILE
+    lm = load_model("resnet18")                    # DEFAULT: torchvision's pretrained weights
+    lm = load_model("resnet18", "none", seed=0)    # random init, a baseline (lm.random_init)
     lm = load_model("resnet18", "resnet18_places365.pth.tar", classes="categories_places365.txt")
+    lm = load_model("resnet18", "https://host/resnet18_places365.pth.tar")   # fetched once, cached
     lm = load_model("my_net.py:build")                          # a user module's factory
-    lm = load_model("efficientnet_lite0", "DEFAULT")            # preset: real ImageNet weights, offline
+    lm = load_model("efficientnet_lite0")                       # preset: its trained weights, offline
     logits = lm.model(lm.normalize(images01))      # images01: float B×3×H×W in [0, 1]
     x = lm.prepare(pil_image)                      # a photo -> 3×S×S in [0, 1] (resize + centre crop)
     for info in list_layers(lm): print(info.name, info.shape, info.spatial)
 
-Weights are never downloaded: enum names are read from torchvision's cache ($TORCH_HOME) and a
-missing file is a ModelError naming the path. Presets: `toyworld`, `efficientnet_lite0`.
+Weights default to the trained ones (`resolve_weights`): presets (`toyworld`,
+`efficientnet_lite0`) to their packaged weights, torchvision names to `DEFAULT`; random init is
+only ever `weights="none"`. Enum weights missing from torchvision's cache ($TORCH_HOME) are
+downloaded by torchvision (with a progress bar) when online; offline (`DISSECT_OFFLINE=1`,
+`--offline`, or no route to the host) a ModelError names the file, where to put it and the URL
+within seconds. http(s) URLs go through `dissect.fetch` into the same cache.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from dissect.loaded_model import (IMAGENET_MEAN, IMAGENET_STD, LoadedModel,  # n
 
 
 PRESETS = ("toyworld", "efficientnet_lite0")
+RANDOM_BADGE = "random weights: a baseline"
 
 
 def is_model_file(name: str) -> bool:
@@ -37,19 +44,57 @@ def is_model_file(name: str) -> bool:
     return ".py:" in name or name.endswith(".py")
 
 
-def load_model(name: str, weights: str = "none", *, classes: str | None = None,
+is_user_module = is_model_file
+
+
+def resolve_weights(name: str, weights: str | None) -> str:
+    """What `weights` means for `name`: None/""/"default" -> the model's trained weights.
+
+    toyworld -> "default" (packaged), efficientnet_lite0 and torchvision names -> "DEFAULT",
+    a user module -> "none" (the factory's own model, no checkpoint on top). Anything else is
+    returned unchanged; random init is only ever an explicit "none".
+    """
+    w = "" if weights is None else str(weights).strip()
+    if w and w.lower() != "default":
+        return w
+    if name == "toyworld":
+        return "default"
+    if is_user_module(name):
+        return "none"
+    return "DEFAULT"
+
+
+def run_random_init(info: dict) -> bool:
+    """Whether a run (its run.json as a dict) dissected a random-init network: a baseline.
+
+    Runs stamp `random_init`; older ones are judged by their config (`weights` "none")."""
+    if "random_init" in info:
+        return bool(info["random_init"])
+    cfg = info.get("config") or {}
+    return str(cfg.get("weights") or "").lower() == "none" and \
+        not is_user_module(str(cfg.get("model") or ""))
+
+
+def load_model(name: str, weights: str | None = None, *, classes: str | None = None,
                device: str = "cpu", seed: int = 0, allow_file: bool = True) -> LoadedModel:
     """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
 
-    weights: "none" (seeded random init), a torchvision enum name (IMAGENET1K_V1, DEFAULT) read
-    from the local cache, or a checkpoint file (.pth, .pth.tar, .safetensors).
+    weights: None (default: the trained weights, see `resolve_weights`), "none" (seeded random
+    init, stamped `lm.random_init`), a torchvision enum name (IMAGENET1K_V1, DEFAULT), a
+    checkpoint file (.pth, .pth.tar, .safetensors), or an http(s) URL of one (cached).
     allow_file=False refuses a file.py:factory (a name read from a run folder, not typed by the
     user, must never choose code to import).
     """
     if is_model_file(name) and not allow_file:
         raise ModelError(f"the run names a model file ({name}); a run folder never chooses code "
                          f"to import: if you trust that file, name it yourself (--model {name})")
-    weights = str(weights or "none")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    weights = resolve_weights(name, weights)
+    url = None
+    if weights.lower().startswith(("http://", "https://")):
+        from dissect.fetch import fetch_weights
+        url, weights = weights, str(fetch_weights(weights))
     torch.manual_seed(seed)
     if name == "toyworld":
         from dissect.toyworld.model import load_toyworld
@@ -61,6 +106,12 @@ def load_model(name: str, weights: str = "none", *, classes: str | None = None,
         lm = _load_user_module(name, weights)
     else:
         lm = _load_torchvision(name, weights)
+    # a user factory's model with no checkpoint on top is as the factory built it, not random
+    lm.meta["random_init"] = weights.lower() == "none" and not is_user_module(name)
+    if url:
+        lm.weights = url
+        lm.meta["weights_url"] = url
+        lm.meta["checkpoint"] = weights
     if classes:
         lm.class_names = read_class_names(classes, len(lm.class_names) or None)
     lm.model.eval().to(device)
@@ -97,13 +148,19 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
     enum = _weights_enum(name, weights)
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
     if not os.path.isfile(path):
-        home = os.environ.get("TORCH_HOME", "unset, so ~/.cache/torch")
-        raise ModelError(
-            f"weights {enum} are not in torchvision's cache: expected {path} ($TORCH_HOME is "
-            f"{home}). This tool never downloads: copy that file there, pass a local file with "
-            f"--weights FILE, or use --weights none"
-        )
-    model = torchvision.models.get_model(name, weights=enum)  # reads the cached file
+        from dissect.fetch import offline_reason, offline_message
+        why = offline_reason(enum.url)
+        if why:
+            home = os.environ.get("TORCH_HOME", "unset, so ~/.cache/torch")
+            raise ModelError(offline_message(
+                f"weights {enum}", path, enum.url, why, "or pass --weights FILE, or --weights "
+                f"none for a random-init baseline ($TORCH_HOME is {home})"))
+    try:   # torchvision reads the cached file, or downloads it there with a progress bar
+        model = torchvision.models.get_model(name, weights=enum)
+    except (OSError, RuntimeError) as e:   # URLError is an OSError; a bad hash a RuntimeError
+        raise ModelError(f"weights {enum}: download from {enum.url} to {path} failed "
+                         f"({str(e).splitlines()[0][:160]}); put the file there by hand or run "
+                         "again") from None
     t = enum.transforms()
     lm = LoadedModel(model, name, weights, list(enum.meta.get("categories") or []),
                      tuple(t.mean), tuple(t.std), input_size=int(t.crop_size[0]),

@@ -54,10 +54,11 @@ with c1:
                          help="torchvision names, the embedded ToyWorld model, or a preset")
     if model == "other…":
         model = st.text_input("Model name or file.py:factory", key="nr_model_other").strip()
-    weights = st.text_input("Weights", "none" if model != "toyworld" else "default",
-                            key=f"nr_weights_{model}",
-                            help="none (random init, seeded), a torchvision enum such as "
-                                 "IMAGENET1K_V1 / DEFAULT, or a checkpoint file").strip()
+    weights = st.text_input("Weights", "default", key=f"nr_weights_{model}",
+                            help="default: the trained weights (a preset's own, torchvision's "
+                                 "DEFAULT, downloaded once when online); none: random init, a "
+                                 "baseline; an enum such as IMAGENET1K_V1; a checkpoint file "
+                                 "or its http(s) URL").strip()
     layer_opts: list[str] = []
     if model and st.toggle("List the model's layers", key="nr_list", value=False,
                            help="Runs `python -m dissect layers --json` once (a few seconds)"):
@@ -96,7 +97,8 @@ with c2:
         if kind == "folder":
             segs = st.multiselect("Segmenters", ["color", "ade20k"], default=["color"],
                                   key="nr_segs", help="color needs no weights; ade20k needs "
-                                  "the UperNet weights in the local Hugging Face cache")
+                                  "the UperNet weights (Hugging Face cache, downloaded "
+                                  "there once when online)")
             segmenter = ",".join(segs) or None
     q1, q2, q3 = st.columns(3)
     quantile = q1.number_input("Quantile", 0.0001, 0.5, 0.005, step=0.001, format="%.4f",
@@ -137,7 +139,7 @@ elif (out / "run.json").exists():
     if status == "complete":
         problems.append(f"a complete run named '{name}' exists; pick another name")
 
-cmd = jobs.run_command(model=model or "?", weights=weights or "none", layers=layers,
+cmd = jobs.run_command(model=model or "?", weights=weights or "default", layers=layers,
                        probe=probe, segmenter=segmenter, quantile=quantile,
                        batch_size=int(batch), device=device, ray=ray_address or None,
                        out=out or root / (name or "run")) if model else []

@@ -4,15 +4,18 @@
     seg = ADE20KSegmenter("/models/upernet")                  # a save_pretrained folder
     [out] = seg.segment(images_uint8, mask_size=(112, 112))   # out.pixel["object"]: 1×112×112
 
-Weights are never downloaded: they are looked up with `local_files_only=True` in the local Hugging
-Face cache ($HF_HOME / $HF_HUB_CACHE) or at the given folder, and a missing model raises
-SegmenterError saying how to obtain it. The model is loaded on the first `segment` call, so a
-folder probe whose segmentations are all cached never needs the weights. Class names come from
+Weights come from the given folder, or from the Hugging Face cache ($HF_HOME / $HF_HUB_CACHE):
+a model already there loads without any network; otherwise, online, transformers downloads it
+into that cache (with progress bars). Offline (`--offline` / DISSECT_OFFLINE=1, HF_HUB_OFFLINE=1,
+or no route to the hub within seconds) a missing model raises SegmenterError at once, saying how
+to obtain it. The model is loaded on the first `segment` call, so a folder probe whose
+segmentations are all cached never needs the weights. Class names come from
 `ade20k_classes.txt` (SceneParsing-150 order; model label k is concept id k + 1).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -33,14 +36,29 @@ def ade20k_classes() -> list[str]:
     return Path(__file__).with_name("ade20k_classes.txt").read_text().split("\n")[:150]
 
 
-def offline_message(model: str) -> str:
+def offline_message(model: str, why: str = "") -> str:
     """How to obtain the weights when they are not on this machine."""
     return (
         f"ADE20K segmenter: no weights for '{model}' on this machine (looked in the Hugging Face "
-        "cache $HF_HOME/hub, ~/.cache/huggingface/hub by default, without network). On a machine "
-        "with internet run: python -c \"from transformers import UperNetForSemanticSegmentation "
+        "cache $HF_HOME/hub, ~/.cache/huggingface/hub by default) and "
+        + (f"cannot download them: {why}. " if why else "could not download them. ")
+        + f"They come from {hub_url(model)}. On a machine with internet run: python -c "
+        "\"from transformers import UperNetForSemanticSegmentation "
         f"as M; M.from_pretrained('{model}').save_pretrained('upernet-ade20k')\", copy the "
         "folder here and use --segmenter ade20k:PATH/upernet-ade20k (or copy the HF cache)")
+
+
+def hub_url(model: str) -> str:
+    """The model's page on the Hugging Face hub (or $HF_ENDPOINT)."""
+    return f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')}/{model}"
+
+
+def hub_offline_reason(model: str) -> str | None:
+    """Why the hub cannot be reached now (HF_HUB_OFFLINE, --offline, no route), or None."""
+    from dissect.fetch import offline_reason
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    return offline_reason(hub_url(model))
 
 
 class ADE20KSegmenter:
@@ -51,8 +69,9 @@ class ADE20KSegmenter:
     pixel_categories = ["object"]
     scalar_categories: list[str] = []
     from_files = False
-    description = ("ADE20K objects (150 classes) by UPerNet-ConvNeXt; needs its weights in the "
-                   "local Hugging Face cache or a save_pretrained folder (ade20k:PATH)")
+    description = ("ADE20K objects (150 classes) by UPerNet-ConvNeXt; its weights come from the "
+                   "Hugging Face cache (downloaded there when online) or a save_pretrained "
+                   "folder (ade20k:PATH)")
 
     def __init__(self, model: str | None = None, *, device: str = "cpu", input_size: int = 512,
                  batch_size: int = 4) -> None:
@@ -84,14 +103,24 @@ class ADE20KSegmenter:
         return ident
 
     def load(self):
-        """Load (once) the model from the local cache or folder, never from the network."""
+        """Load (once) the model: the folder or HF cache first, else download it when online."""
         if self._model is None:
             from transformers import UperNetForSemanticSegmentation
             try:
                 model = UperNetForSemanticSegmentation.from_pretrained(
                     self.model_ref, local_files_only=True)
             except (OSError, ValueError) as e:   # LocalEntryNotFoundError is both
-                raise SegmenterError(offline_message(self.model_ref)) from e
+                if self.local:
+                    raise SegmenterError(f"ADE20K segmenter: {self.model_ref} is not a "
+                                         f"save_pretrained UperNet folder ({e})") from None
+                why = hub_offline_reason(self.model_ref)
+                if why:
+                    raise SegmenterError(offline_message(self.model_ref, why)) from None
+                try:      # transformers' own download into the HF cache, with progress bars
+                    model = UperNetForSemanticSegmentation.from_pretrained(self.model_ref)
+                except (OSError, ValueError) as e2:
+                    raise SegmenterError(offline_message(
+                        self.model_ref, str(e2).splitlines()[0][:200])) from None
             if model.config.num_labels != 150:
                 raise SegmenterError(
                     f"ADE20K segmenter: {self.model_ref} predicts {model.config.num_labels} "

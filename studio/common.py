@@ -215,6 +215,9 @@ def _run_caption(entry: RunEntry) -> None:
     st.caption(f"**{cfg.get('model', '?')}** · weights `{cfg.get('weights', '?')}`  \n"
                f"probe `{cfg.get('probe', '?')}` · {counts.get('images', '?')} images · "
                f"{counts.get('concepts', '?')} concepts  \nstatus **{entry.status}**")
+    from dissect.models import RANDOM_BADGE, run_random_init
+    if run_random_init(info):     # nobody should cite this as a trained network
+        st.badge(RANDOM_BADGE, icon=":material/casino:", color="orange")
 
 
 def set_state(**values: object) -> None:

@@ -53,7 +53,7 @@ def test_parsers_and_bad_values():
 
 
 def test_unit_out_of_range_and_unknown_layer():
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     with pytest.raises(AblationError, match="0-511"):
         check_units(lm, "layer4", [512])
     with pytest.raises(LayerNotFound, match="layer4"):
@@ -99,7 +99,7 @@ def test_replay_matches_a_full_forward(name, layer):
 
 
 def test_image_ablation_compare_and_changes():
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     x = torch.rand(3, 96, 96)
     lab = ImageAblation(lm)
     iv = Intervention("layer4", tuple(range(0, 512, 2)))
@@ -121,7 +121,7 @@ def test_image_ablation_compare_and_changes():
 
 
 def test_images_bad_and_huge(tmp_path, monkeypatch):
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     txt = tmp_path / "notes.jpg"
     txt.write_text("hello")
     with pytest.raises(AblationError, match="not an image"):

@@ -26,7 +26,7 @@ def _json(capsys):
 
 
 def test_images_json_shape(photos, capsys):
-    assert main(["ablate", "--model", "resnet18", "--layer", "layer4", "--units", "1,2,5-9",
+    assert main(["ablate", "--model", "resnet18", "--weights", "none", "--layer", "layer4", "--units", "1,2,5-9",
                  "--mode", "scale=0", "--images", str(photos / "a.png"), "--json"]) == 0
     out = _json(capsys)
     assert len(out["images"]) == 1
@@ -38,7 +38,7 @@ def test_images_json_shape(photos, capsys):
 
 
 def test_set_json_shape_and_text(photos, capsys):
-    args = ["ablate", "--model", "resnet18", "--layer", "layer4", "--units", "0-127",
+    args = ["ablate", "--model", "resnet18", "--weights", "none", "--layer", "layer4", "--units", "0-127",
             "--set", f"folder:{photos / 'set'}"]
     assert main(args + ["--json"]) == 0
     out = _json(capsys)
@@ -62,9 +62,9 @@ def test_set_json_shape_and_text(photos, capsys):
 def test_bad_input_is_one_clear_line(photos, capsys, extra, needle):
     extra = [e.replace("NOTES", str(photos / "notes.txt")).replace("IMG", str(photos / "a.png"))
              .replace("SET_PARENT", str(photos)) if e not in ("--images",) else e for e in extra]
-    args = ["ablate", "--model", "resnet18", "--layer", "layer4"] + extra
+    args = ["ablate", "--model", "resnet18", "--weights", "none", "--layer", "layer4"] + extra
     if "--layer" in extra:
-        args = ["ablate", "--model", "resnet18"] + extra
+        args = ["ablate", "--model", "resnet18", "--weights", "none"] + extra
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "Traceback" not in err
@@ -88,7 +88,7 @@ def test_concept_picks_units_from_the_run(run_folder, photos, capsys):
 
 
 def test_rank_and_control_json(photos, capsys):
-    assert main(["ablate", "--model", "resnet18", "--layer", "layer4", "--units", "0",
+    assert main(["ablate", "--model", "resnet18", "--weights", "none", "--layer", "layer4", "--units", "0",
                  "--set", f"folder:{photos / 'set'}", "--rank", "2", "--rank-by", "logit",
                  "--control", "1,3", "--json"]) == 0
     out = _json(capsys)
@@ -102,19 +102,19 @@ def test_several_layers_at_once(photos, capsys):
     import torch
     from dissect.ablation import Intervention, ablate, image_tensor
     from dissect.models import load_model
-    assert main(["ablate", "--model", "resnet18", "--units", "layer3:1-40", "--units", "layer4:7",
+    assert main(["ablate", "--model", "resnet18", "--weights", "none", "--units", "layer3:1-40", "--units", "layer4:7",
                  "--units", "layer3:41", "--mode", "scale=3", "--images", str(photos / "a.png"),
                  "--json"]) == 0
     out = _json(capsys)
     assert out["intervention"]["interventions"] == [
         {"layer": "layer3", "units": list(range(1, 42))}, {"layer": "layer4", "units": [7]}]
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     x = image_tensor(lm, str(photos / "a.png"))
     ivs = [Intervention("layer3", tuple(range(1, 42)), "scale", 3.0),
            Intervention("layer4", (7,), "scale", 3.0)]
     with ablate(lm.model, ivs), torch.no_grad():
         p = lm.model(lm.normalize(x[None])).softmax(1)[0]
     assert out["images"][0]["after"][0]["p"] == pytest.approx(float(p.max()), rel=1e-4)
-    assert main(["ablate", "--model", "resnet18", "--units", "3", "--images",
+    assert main(["ablate", "--model", "resnet18", "--weights", "none", "--units", "3", "--images",
                  str(photos / "a.png")]) == 2
     assert "say which layer" in capsys.readouterr().err

@@ -239,6 +239,8 @@ def test_new_run_page_starts_a_real_dissection(root, engine_run):
     probe = json.loads((engine_run / "run.json").read_text())["config"]["probe"]
     at = app("pages/new_run.py")
     at.selectbox(key="nr_model").set_value("resnet18").run()
+    assert at.text_input(key="nr_weights_resnet18").value == "default"   # trained by default
+    at.text_input(key="nr_weights_resnet18").set_value("none").run()     # not on this machine
     at.text_input(key="nr_layers_text_resnet18").set_value("layer4").run()
     at.radio(key="nr_kind").set_value("broden").run()
     at.text_input(key="nr_dir_broden").set_value(probe.split(":", 1)[1]).run()
@@ -268,6 +270,7 @@ def test_new_run_page_starts_a_real_dissection(root, engine_run):
 def test_new_run_lists_the_models_layers():
     at = app("pages/new_run.py")
     at.selectbox(key="nr_model").set_value("resnet18").run()
+    at.text_input(key="nr_weights_resnet18").set_value("none").run()
     at.toggle(key="nr_list").set_value(True).run(timeout=200)
     assert not at.exception and not at.error
     layers = at.multiselect(key="nr_layers")

@@ -31,7 +31,7 @@ def broden(good, tmp_path):
 
 
 def run_cli(probe, out, *extra, layer="layer3"):
-    return main(["run", "--model", "resnet18", "--layer", layer, "--probe", f"broden:{probe}",
+    return main(["run", "--model", "resnet18", "--weights", "none", "--layer", layer, "--probe", f"broden:{probe}",
                  "--batch-size", "4", "--workers", "1", "--quiet", "--out", str(out), *extra])
 
 
@@ -130,7 +130,7 @@ def test_sigterm_marks_cancelled_and_resumes(tmp_path):
     import sys
     import time
     make_synthetic_broden(tmp_path / "b", n=40, image_size=64, mask_size=32, seed=5)
-    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--layer", "layer3",
+    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
            "--probe", f"broden:{tmp_path / 'b'}", "--batch-size", "1", "--workers", "0",
            "--quiet", "--out", str(tmp_path / "run")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

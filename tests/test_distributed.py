@@ -95,7 +95,7 @@ def test_address_that_does_not_answer_fails_fast(probe, tmp_path, capsys):
     with pytest.raises(RunError, match="--baseline rotation does not run with --ray"):
         dissect_ray(DissectConfig(probe=f"broden:{probe}", baseline="rotation"),
                     tmp_path / "b", ray="local:2")
-    assert not (tmp_path / "r").exists()             # nothing written
+    assert not (tmp_path / "r" / "run.json").exists()     # no run started
 
 
 def test_cli_run_ray_equals_one_process(cluster, probe, clean, tmp_path):

@@ -128,7 +128,7 @@ def test_bad_layer_lists(probe_dir, tmp_path, capsys, layer, says):
     ("", "unknown probe ''"),
 ])
 def test_malformed_probe_specs(tmp_path, capsys, spec, says):
-    code = main(["run", "--model", "resnet18", "--layer", "layer3", "--probe", spec, "--quiet",
+    code = main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer3", "--probe", spec, "--quiet",
                  "--out", str(tmp_path / "run")])
     assert code == 2
     assert says in one_line(capsys)

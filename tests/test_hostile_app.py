@@ -80,7 +80,7 @@ def test_new_run_that_dies_at_once_shows_its_error(tmp_path, monkeypatch):
     from studio import jobs
     root = tmp_path / "runs"
     root.mkdir()
-    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--layer", "layer3",
+    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
            "--probe", "toyworld:4", "--batch-size", "0", "--quiet", "--out", str(root / "bad")]
     jobs.start(root / "bad", cmd, cwd=REPO)
     deadline = time.monotonic() + 180

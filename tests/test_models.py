@@ -15,6 +15,7 @@ def test_torchvision_random_init_is_seeded():
 
 def test_enum_weights_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DISSECT_OFFLINE", "1")      # never download, even on a connected machine
     with pytest.raises(ModelError) as e:
         load_model("resnet18", "IMAGENET1K_V1")
     msg = str(e.value)
@@ -113,7 +114,7 @@ def test_class_names_file(tmp_path):
 
 
 def test_layer_info():
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     assert layer_info(lm, "layer4").shape == (512, 7, 7)
     assert not layer_info(lm, "fc").spatial
 
@@ -121,7 +122,7 @@ def test_layer_info():
 def test_prepare_resizes_and_crops():
     from PIL import Image
     import numpy as np
-    lm = load_model("resnet18")
+    lm = load_model("resnet18", "none")
     x = lm.prepare(Image.fromarray(np.zeros((300, 500, 3), np.uint8)))
     assert x.shape == (3, 224, 224) and float(x.max()) == 0.0
 

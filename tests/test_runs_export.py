@@ -37,7 +37,7 @@ def test_cli_run_is_complete_and_listed(cli_run):
     assert units["unit"].tolist() == list(range(256))
     assert {"unit", "category", "label", "concept", "iou", "threshold"} <= set(units.columns)
     # rerunning a complete run is a no-op
-    assert main(["run", "--model", "resnet18", "--layer", "layer2,layer3", "--probe",
+    assert main(["run", "--model", "resnet18", "--weights", "none", "--layer", "layer2,layer3", "--probe",
                  f"broden:{cli_run / 'sb'}", "--batch-size", "4", "--workers", "0", "--quiet",
                  "--topk", "3", "--out", str(cli_run / "r18")]) == 0
 

@@ -223,13 +223,24 @@ def test_ade20k_rejects_a_model_with_other_labels(tmp_path):
 def test_ade20k_offline_message_when_weights_are_absent(tmp_path, monkeypatch):
     import time
     from segmenters.ade20k import ADE20KSegmenter
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()                                              # a hub nobody answers for
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
     seg = ADE20KSegmenter("dissect-tests/no-such-upernet")   # never in any local cache
     start = time.monotonic()
     with pytest.raises(SegmenterError) as err:
         seg.segment(np.zeros((1, 32, 32, 3), np.uint8), (16, 16))
     assert time.monotonic() - start < 15                      # no network retries
     msg = str(err.value)
-    assert "no weights for 'dissect-tests/no-such-upernet'" in msg
+    assert "no weights for 'dissect-tests/no-such-upernet'" in msg and "no route to" in msg
+    assert f"http://127.0.0.1:{port}/dissect-tests/no-such-upernet" in msg
     assert "save_pretrained" in msg and "--segmenter ade20k:" in msg and "\n" not in msg
+    monkeypatch.setenv("DISSECT_OFFLINE", "1")
+    with pytest.raises(SegmenterError, match=r"cannot download them: offline mode"):
+        ADE20KSegmenter("dissect-tests/no-such-upernet").load()
     with pytest.raises(SegmenterError, match="no model folder"):
         ADE20KSegmenter(str(tmp_path / "missing"))

@@ -17,7 +17,9 @@ import sys
 def add_parser(sub) -> None:
     p = sub.add_parser("ablate", help="switch units off (or set them) and measure the effect")
     p.add_argument("--model", default=None, help="model name (default: the --run's model)")
-    p.add_argument("--weights", default=None, help="none | ENUM | FILE (default: the --run's, else none)")
+    p.add_argument("--weights", default=None,
+                   help="none (random init) | ENUM | FILE | URL (default: the --run's weights, "
+                        "else the model's trained weights)")
     p.add_argument("--classes", default=None, help="class names file (one per line)")
     p.add_argument("--layer", default=None,
                    help="layer to edit, or several comma-separated with --concept (default: the "
@@ -89,7 +91,8 @@ def _ablate(args: argparse.Namespace) -> int:
     model_name = args.model or cfg.get("model")
     if not model_name:
         raise AblationError("give --model NAME (or --run RUN to use the run's model)")
-    weights = args.weights or (cfg.get("weights") if run and not args.model else None) or "none"
+    same_model = run is not None and (not args.model or args.model == cfg.get("model"))
+    weights = args.weights or (cfg.get("weights") if same_model else None)   # None: trained
     layers = [l for l in (args.layer or "").split(",") if l] or (cfg.get("layers") or [])[:1]
     mode, value = parse_mode(args.mode)
     torch.manual_seed(args.seed)
@@ -111,12 +114,15 @@ def _ablate(args: argparse.Namespace) -> int:
                                         "or write --units LAYER:UNITS")
                 name = layers[0]
             plan.setdefault(name, []).extend(u for u in parse_units(text) if u not in plan.get(name, []))
-    else:
-        raise AblationError("choose units: --units 3,17 or --concept NAME --run RUN")
-    if not plan:
+    elif not args.set:
+        raise AblationError("choose units: --units 3,17 or --concept NAME --run RUN "
+                            "(with --set and no units: accuracy only)")
+    if not plan and (args.units or args.concept or args.invert):
         raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
+    if not plan and (args.rank or args.control):
+        raise AblationError("--rank / --control need a layer: give --layer NAME")
     sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
-    layer = next(iter(plan))                       # the layer --rank / --control look at
+    layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
 
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit,
                              pair=args.pair, restyle=args.restyle) if args.set else None
@@ -134,11 +140,15 @@ def _ablate(args: argparse.Namespace) -> int:
                 means = unit_means(lm, name, batches)
         iv = Intervention(name, tuple(units), mode, value, means)
         ivs.append(invert(iv, sizes[name]) if args.invert else iv)
-    iv, means = ivs[0], ivs[0].means
-    info = {"model": lm.name, "weights": lm.weights, "layer": iv.layer, "units": list(iv.units),
+    means = ivs[0].means if ivs else None
+    info = {"model": lm.name, "weights": lm.weights, "random_init": lm.random_init,
+            "layer": ivs[0].layer if ivs else None, "units": list(ivs[0].units) if ivs else [],
             "mode": args.mode,
             "interventions": [{"layer": v.layer, "units": list(v.units)} for v in ivs]}
-    title = "; ".join(f"{v.describe()} ({_unit_text(v.units)})" for v in ivs)
+    title = "; ".join(f"{v.describe()} ({_unit_text(v.units)})" for v in ivs) or "no ablation"
+    if lm.random_init:
+        print(f"note: {lm.name} has random weights (--weights none): a baseline, not a trained "
+              "network", file=sys.stderr)
 
     if images:
         lab = ImageAblation(lm)

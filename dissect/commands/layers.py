@@ -8,7 +8,8 @@ import json
 def add_parser(sub) -> None:
     p = sub.add_parser("layers", help="list named modules, their output shapes, dissectable ones")
     p.add_argument("--model", required=True)
-    p.add_argument("--weights", default="none")
+    p.add_argument("--weights", default=None,
+                   help="default (trained) | none (random init) | ENUM | FILE | URL")
     p.add_argument("--classes", default=None)
     p.add_argument("--size", type=int, default=None, help="input size for the dummy forward")
     p.add_argument("--json", action="store_true")

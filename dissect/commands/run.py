@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="dissect layers of a model against a probe set into RUN",
                        description=__doc__)
     p.add_argument("--model", required=True, help="torchvision name, preset, or file.py:factory")
-    p.add_argument("--weights", default="none", help="none | ENUM (e.g. IMAGENET1K_V1) | FILE")
+    p.add_argument("--weights", default=None,
+                   help="default: trained (a preset's own, torchvision DEFAULT) | none: random "
+                        "init, a baseline | ENUM (e.g. IMAGENET1K_V1) | FILE | URL")
     p.add_argument("--classes", default=None, help="class-name file (one per line)")
     p.add_argument("--layer", "--layers", dest="layer", required=True,
                    help="comma-separated module names, e.g. layer3,layer4")

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ray", required=True, metavar="local[:N]|ADDRESS")
     p.add_argument("--runs", default=None, help="a TOML file of [[run]] tables")
     p.add_argument("--models", default=None, help="comma-separated model names")
-    p.add_argument("--weights", default="none", help="comma-separated: none | ENUM | FILE")
+    p.add_argument("--weights", default="default",
+                   help="comma-separated: default (trained) | none (random init) | ENUM | FILE")
     p.add_argument("--layers", "--layer", dest="layers", default=None)
     p.add_argument("--probe", default=None)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -72,7 +73,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
         if not (args.models and args.layers and args.probe):
             raise RunError("sweep needs --models, --layers and --probe (or --runs FILE.toml)")
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        weights = [w.strip() for w in args.weights.split(",") if w.strip()] or ["none"]
+        weights = [w.strip() for w in args.weights.split(",") if w.strip()] or ["default"]
         runs = [{"model": m, "weights": w, "layers": args.layers, "probe": args.probe,
                  "out": m if len(weights) == 1 else f"{m}-{_name(w)}"}
                 for m in models for w in weights]
@@ -92,7 +93,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
             opts["categories"] = opts["categories"].split(",")
         seed = r.get("seed", args.seed)
         cfg = DissectConfig(
-            model=r["model"], weights=str(r.get("weights", "none")),
+            model=r["model"], weights=r.get("weights"),   # None: trained (resolve_weights)
             layers=[x.strip() for x in layers if x.strip()], probe=r["probe"],
             probe_options={k: v for k, v in {**opts, "seed": seed}.items() if v is not None},
             batch_size=r.get("batch_size", args.batch_size), device=r.get("device", args.device),

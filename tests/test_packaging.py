@@ -1,0 +1,58 @@
+"""`pip install .`: a wheel with the `dissect` command, the app, ToyWorld weights and data files."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_ships_command_app_weights_and_data(tmp_path):
+    src = tmp_path / "src"                       # build from a copy: the checkout stays clean
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ["dissect", "segmenters", "pages", "studio"]:
+        if (REPO / d).is_dir():
+            shutil.copytree(REPO / d, src / d, ignore=ignore)
+    for f in ["app.py", "pyproject.toml", "README.md"]:
+        shutil.copy2(REPO / f, src / f)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "--no-index", "-w", str(tmp_path / "w"),
+                            str(src)], capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-2000:]
+    [whl] = list((tmp_path / "w").glob("dissect_studio-*.whl"))
+    names = set(zipfile.ZipFile(whl).namelist())
+    for f in ["app.py", "pages/overview.py", "dissect/__main__.py", "dissect/fetch.py",
+              "dissect/commands/data.py", "dissect/commands/studio.py",
+              "dissect/toyworld/weights/toyworld_cnn.safetensors",
+              "dissect/toyworld/weights/toyworld_cnn.json",
+              "segmenters/ade20k_classes.txt", "segmenters/color_terms.csv"]:
+        assert f in names, f
+    assert not any(n.startswith("tests/") for n in names)
+    meta = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "dissect = dissect.__main__:console" in zipfile.ZipFile(whl).read(meta).decode()
+
+    # installed apart from the checkout: the console command runs and finds its packaged files
+    site = tmp_path / "site"
+    inst = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--no-index", "--target", str(site), str(whl)],
+                          capture_output=True, text=True, timeout=300)
+    assert inst.returncode == 0, inst.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    run = lambda *a: subprocess.run([str(site / "bin" / "dissect"), *a], cwd=tmp_path,  # noqa: E731
+                                    env=env, capture_output=True, text=True, timeout=300)
+    v = run("--version")
+    assert v.returncode == 0 and v.stdout.startswith("dissect "), v.stderr
+    layers = run("layers", "--model", "toyworld", "--json")   # trained weights from the wheel
+    assert layers.returncode == 0, layers.stderr[-2000:]
+    assert '"conv6"' in layers.stdout
+    s = run("studio", "--dry-run")
+    assert s.returncode == 0 and "--server.address 127.0.0.1" in s.stdout
+    assert str(site / "app.py") in s.stdout
