@@ -202,7 +202,7 @@ def unit_means(lm: LoadedModel, layer: str, batches: Iterable[torch.Tensor]) -> 
 def open_image(source, name: str | None = None, max_pixels: int | None = None):
     """A PIL RGB image from a path or file-like; huge images are refused before decoding (a
     per-call limit; PIL's global guard is left alone), 16-bit/float ones scaled, not clipped."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     from dissect.images import MAX_PIXELS, ImageTooLarge, open_limited, to_rgb
     label = name or (os.path.basename(source) if isinstance(source, (str, os.PathLike))

@@ -14,7 +14,6 @@ statistics, so an interrupted run resumes where it stopped. Semantics: ../shared
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import json
 import shutil

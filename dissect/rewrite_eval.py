@@ -12,7 +12,7 @@ classes that contain the concept, and by the exemplars' style vs held-out styles
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

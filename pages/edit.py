@@ -18,7 +18,7 @@ import streamlit as st
 
 from dissect.errors import USER_ERRORS
 from dissect.toyworld.styles import STYLES
-from dissect.toyworld.world import OBJECTS, SCENE_NAMES, SCENES
+from dissect.toyworld.world import OBJECTS, SCENES
 from studio import common, jobs
 
 LAYERS = ["conv3", "conv4", "conv5", "conv6"]

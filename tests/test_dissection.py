@@ -193,7 +193,7 @@ def test_per_category_denominators(broden, tmp_path):
     run = open_run(dissect(run_cfg(broden, layers=["conv2"]), tmp_path / "d", lm=lm,
                            probe=BrodenProbe(broden), progress=False))
     with np.load(run.layer_dir("conv2") / "tally.npz") as t:
-        act, nd, lite, cc = t["act"], t["act_nd"], t["act_lite"], t["concept_category"]
+        act, nd, lite = t["act"], t["act_nd"], t["act_lite"]
     assert (lite <= nd).all() and (nd <= act[:, None]).all()
     cats = BrodenProbe(broden).categories
     # every image has color and scene labels: their nd denominators are all active pixels

@@ -2,7 +2,6 @@
 exit status, no traceback, and no data lost (issue 10, "the whole class")."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

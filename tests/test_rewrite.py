@@ -10,7 +10,7 @@ from torch import nn
 from dissect.__main__ import main
 from dissect.errors import RewriteError
 from dissect.memit import read_edits
-from dissect.rewrite import (SecondMoment, Target, edit_target, edited, memit_update,
+from dissect.rewrite import (SecondMoment, edit_target, edited, memit_update,
                              rank_one_update, regularised)
 from dissect.toyworld.model import ToyWorldCNN, load_toyworld
 

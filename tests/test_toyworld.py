@@ -62,16 +62,6 @@ def test_scenes_are_balanced_and_near_misses_common():
     assert near / len(ys) > 0.5
 
 
-def test_generator_speed_single_core():
-    render(0, 0)
-    t = time.process_time()
-    n = 60
-    for i in range(n):
-        render(99, i)
-    rate = n / (time.process_time() - t)
-    assert rate >= 150, f"{rate:.0f} images/s of CPU time"   # bench_toyworld.py: ~250/s
-
-
 def test_broden_folder_reads_back(tmp_path):
     out = build_world(tmp_path / "w", 12, seed=2, workers=1)
     header = (out / "index.csv").read_text().splitlines()[0]

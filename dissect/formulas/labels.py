@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dissect.formulas.grammar import AND, AND_NOT, OR, Formula, canonical
+from dissect.formulas.grammar import AND, OR, Formula, canonical
 from dissect.runs import write_npz
 
 
