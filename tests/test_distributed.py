@@ -168,7 +168,7 @@ def test_sweep_writes_one_run_folder_each(cluster, probe, tmp_path):
     toml = tmp_path / "runs.toml"
     toml.write_text(f'probe = "broden:{probe}"\nlayers = ["layer4"]\nbatch_size = 8\n'
                     '[[run]]\nmodel = "resnet18"\nweights = "none"\nout = "r18"\n'
-                    '[[run]]\nmodel = "resnet18"\nseed = 1\nout = "r18-seed1"\n')
+                    '[[run]]\nmodel = "resnet18"\nweights = "none"\nseed = 1\nout = "r18-seed1"\n')
     assert main(["sweep", "--ray", "local:2", "--runs", str(toml), "--no-acts",
                  "--out-root", str(tmp_path / "runs")]) == 0
     from dissect.runs import open_run
