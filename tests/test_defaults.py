@@ -73,3 +73,15 @@ def test_cuda_without_a_gpu_is_one_clear_line(capsys):
         pytest.skip("a GPU is present")
     rc = main(["ablate", "--model", "toyworld", "--set", "toyworld:4", "--device", "cuda"])
     assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_layers_of_a_torchvision_name_need_no_download(tmp_path, monkeypatch, capsys):
+    """The README's first command, `layers --model resnet18`, works offline with an empty
+    $TORCH_HOME: shapes do not depend on the weights."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("DISSECT_OFFLINE", "1")
+    assert main(["layers", "--model", "resnet18", "--json"]) == 0
+    layers = {l["name"]: l for l in json.loads(capsys.readouterr().out)}
+    assert layers["layer4"]["shape"] == [512, 7, 7] and layers["layer4"]["spatial"]
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("*.pth"))
+    assert main(["layers", "--model", "resnet18", "--weights", "DEFAULT"]) != 0   # explicit: tried

@@ -9,7 +9,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("layers", help="list named modules, their output shapes, dissectable ones")
     p.add_argument("--model", required=True)
     p.add_argument("--weights", default=None,
-                   help="default (trained) | none (random init) | ENUM | FILE | URL")
+                   help="default (trained) | none (random init) | ENUM | FILE | URL; left out for "
+                        "a torchvision name, the architecture alone (shapes do not depend on the "
+                        "weights, so nothing is downloaded)")
     p.add_argument("--classes", default=None)
     p.add_argument("--size", type=int, default=None, help="input size for the dummy forward")
     p.add_argument("--json", action="store_true")
@@ -17,8 +19,11 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.models import list_layers, load_model
-    lm = load_model(args.model, args.weights, classes=args.classes)
+    from dissect.models import PRESETS, list_layers, load_model
+    weights = args.weights
+    if weights is None and args.model not in PRESETS and ":" not in args.model:
+        weights = "none"         # a torchvision name: its layers need no download
+    lm = load_model(args.model, weights, classes=args.classes)
     layers = list_layers(lm, args.size)
     if args.json:
         print(json.dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial}
