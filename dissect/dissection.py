@@ -271,18 +271,25 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
                         seed=cfg.seed)
     shapes = _layer_shapes(lm, probe, cfg.layers)
     writer = new_writer(cfg, out, probe, shapes)
-    try:
+    with recording_failure(writer):
         _run(cfg, out, writer, lm, probe, shapes, progress)
         if cfg.baseline == "random-init":
             from dissect.baselines import random_init_baseline
             random_init_baseline(cfg, out, progress)
+    return out
+
+
+@contextmanager
+def recording_failure(writer: RunWriter) -> Iterator[None]:
+    """Mark the run cancelled (Ctrl-C) or failed (with a clean message) when the body raises."""
+    try:
+        yield
     except KeyboardInterrupt:
         writer.fail("interrupted: run the same command again to resume", status="cancelled")
         raise
     except BaseException as e:
         writer.fail(_clean_worker_error(e) if isinstance(e, Exception) else e)
         raise
-    return out
 
 
 def check_out(cfg: DissectConfig, out: Path, overwrite: bool) -> bool:

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dissect.dissection import (DissectConfig, _clean_worker_error, _concept_tables,
+from dissect.dissection import (DissectConfig, _concept_tables, recording_failure,
                                 _layer_shapes, check_out, new_writer, open_cfg_probe)
 from dissect.cluster import check_address, import_ray, parse_ray, ray_cluster
 from dissect.errors import RunError
@@ -119,14 +119,8 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
         writer = new_writer(cfg, out, probe, shapes)
         plan = plan_shards(len(probe), shards or max(1, cpus // max(1, threads)), cfg.batch_size)
         writer.info["ray"] = {"address": ray, "shards": len(plan), "threads": threads}
-        try:
+        with recording_failure(writer):
             _Driver(cfg, out, writer, probe, shapes, plan, threads, progress, on_progress).run()
-        except KeyboardInterrupt:
-            writer.fail("interrupted: run the same command again to resume", status="cancelled")
-            raise
-        except BaseException as e:
-            writer.fail(_clean_worker_error(e) if isinstance(e, Exception) else e)
-            raise
     return out
 
 
