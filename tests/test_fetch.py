@@ -123,7 +123,7 @@ def test_cli_offline_flag_anywhere_version_and_quiet_broken_pipe(tmp_path):
                                     capture_output=True, text=True, timeout=120)
     v = run("--version")
     assert v.returncode == 0 and v.stdout.startswith("dissect ")
-    p = run("layers", "--model", "resnet18", "--offline")
+    p = run("layers", "--model", "resnet18", "--weights", "DEFAULT", "--offline")
     assert p.returncode == 2 and "offline mode" in p.stderr and "Traceback" not in p.stderr
     # `| head`: the reader is gone before the listing is written
     proc = subprocess.Popen([sys.executable, "-m", "dissect", "layers", "--model", "toyworld"],
