@@ -15,7 +15,7 @@ Balanced accuracy of class c is (recall + true-negative rate) / 2 over the whole
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -157,12 +157,16 @@ def _balanced(labels: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> t
 @torch.no_grad()
 def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero",
                value: float = 0.0, means: torch.Tensor | None = None, batch_size: int = 32,
-               chunk: int = 32, force_generic: bool = False) -> Importance:
+               chunk: int = 32, force_generic: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> Importance:
     """Remove each unit of `layer` alone; per class, the drop in balanced accuracy, accuracy
-    (recall) and true-class logit."""
+    (recall) and true-class logit. `progress(done, total)` is called between steps (images of
+    the first pass, then units x images of the per-unit replays; it may raise to stop)."""
+    tell = progress or (lambda done, total: None)
     model = lm.model
     acts_list, logits_list = [], []
     for _idx, x01 in lset.batches(batch_size):
+        tell(sum(len(a) for a in logits_list), len(lset))
         with capture(model, [layer]) as acts:
             logits_list.append(model(lm.normalize(x01.to(lm.device))).float())
         if layer not in acts:
@@ -208,6 +212,7 @@ def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero
             rows = slice(start, start + len(x01))
             yb = y[rows]
             for u in range(k):
+                tell(start * k + u * len(x01), n * k)
                 with ablate(model, [Intervention(layer, (u,), mode, value, means)]):
                     out = rp.run().float()
                 pred[rows, u] = out.argmax(1).cpu().numpy()
@@ -230,9 +235,11 @@ def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero
 @torch.no_grad()
 def control_curve(lm: LoadedModel, lset: LabelledSet, imp: Importance, ns: Sequence[int],
                   value: float = 0.0, means: torch.Tensor | None = None,
-                  batch_size: int = 32, by: str = "balanced") -> pd.DataFrame:
+                  batch_size: int = 32, by: str = "balanced",
+                  progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Mean balanced accuracy over classes when removing each class's top-N units vs keeping only
-    them (removing the other K-N), for each N in `ns` (PNAS 2020, Fig. 4)."""
+    them (removing the other K-N), for each N in `ns` (PNAS 2020, Fig. 4). `progress(done,
+    total)` is called before each of the 2 x len(ns) x classes evaluations (it may raise)."""
     from dissect.labelled import SetCache
     k = imp.balanced_drop.shape[1]
     labels = lset.labels
@@ -242,6 +249,8 @@ def control_curve(lm: LoadedModel, lset: LabelledSet, imp: Importance, ns: Seque
         n = int(min(n, k))
         removed, kept = [], []
         for r, c in enumerate(imp.classes):
+            if progress:
+                progress(2 * (len(rows) * len(imp.classes) + r), 2 * len(ns) * len(imp.classes))
             top = tuple(imp.top(c, n, by=by))
             iv = Intervention(imp.layer, top, imp.mode, value, means)
             for ivs, sink in (([iv], removed), ([invert(iv, k)], kept)):

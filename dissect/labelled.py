@@ -60,12 +60,14 @@ MAX_SET = 20_000      # images a toyworld:N set may ask for (its world is built 
 
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
                       limit: int | None = None, restyle: str | None = None,
-                      pair: str | None = None, max_images: int = MAX_SET) -> LabelledSet:
+                      pair: str | None = None, max_images: int = MAX_SET,
+                      progress: Callable[[int, int], None] | None = None) -> LabelledSet:
     """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too); at most `max_images`.
 
     `restyle="sea:snow"` (ToyWorld only): the same scenes with that concept in another style.
     `pair="sun"` (toyworld only): N scenes with and without the sun; a twin that completes no
     single scene is left out (counted in `skipped`).
+    `progress(done, total)`: called while a ToyWorld is built (it may raise to stop the build).
     """
     kind, _, arg = spec.partition(":")
     if limit is not None and limit < 1:
@@ -79,7 +81,7 @@ def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
             toyworld_size(spec, cap=max_images)
         except ProbeError as e:
             raise AblationError(str(e)) from None
-        return _toyworld_set(spec, arg, lm, seed, limit, restyle, pair)
+        return _toyworld_set(spec, arg, lm, seed, limit, restyle, pair, progress)
     if pair is not None:
         raise AblationError(f"--pair {pair} needs a ToyWorld set (toyworld:N), not '{spec}'; "
                             "drop --pair")
@@ -142,14 +144,15 @@ def _readable(path: str) -> bool:
 
 
 def _toyworld_set(spec: str, arg: str, lm: LoadedModel, seed: int, limit: int | None,
-                  restyle: str | None = None, pair: str | None = None) -> LabelledSet:
+                  restyle: str | None = None, pair: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> LabelledSet:
     from dissect.probe import open_probe
     try:
         n = int(arg) if arg else None
     except ValueError:
         raise AblationError(f"bad set '{spec}': use toyworld:N with N a number of images") from None
     probe = open_probe(f"toyworld:{n}" if n else "toyworld", seed=seed, categories=["scene"],
-                       restyle=restyle, pair=pair)
+                       restyle=restyle, pair=pair, progress=progress)
     concepts = probe.concepts.set_index("concept")["name"].to_dict()
     index = class_index(lm)
     count = len(probe) if not limit else min(limit, len(probe))

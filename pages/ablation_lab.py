@@ -17,6 +17,7 @@ from dissect.ablation import Intervention, format_units, parse_units
 from dissect.errors import USER_ERRORS, AblationError
 from studio import lab as L
 from studio import ablation_view as V
+from studio import job_view as JV
 
 torch.set_grad_enabled(False)
 
@@ -95,10 +96,14 @@ def unit_pickers(run, units_df, imp_args, sel_key: str, k: int, lm) -> None:
         if imp_args is None:
             st.caption("Choose a labelled set below (ToyWorld or an ImageFolder) first.")
             return
-        try:
-            imp = L.get_importance(*imp_args)
-        except USER_ERRORS as e:
-            st.error(str(e))
+        if L.job_of("importance", imp_args) is None and not st.button(
+                "Rank every unit for every class", key="abl_rank", icon=":material/leaderboard:",
+                help="Removes each unit of the layer alone over the labelled set once (in the "
+                     "background; shared with the unit page)"):
+            st.caption(f"Not ranked yet on {imp_args[2]} (at most {imp_args[4]} images).")
+            return
+        imp = JV.result(L.importance_job(*imp_args))
+        if imp is None:
             return
         names = [lm.class_names[c] for c in imp.classes]
         c1, c2, c3 = st.columns([3, 2, 1])
@@ -115,11 +120,13 @@ def unit_pickers(run, units_df, imp_args, sel_key: str, k: int, lm) -> None:
             table = table.merge(units_df[["unit", "label", "iou"]], on="unit", how="left")
         st.dataframe(table, hide_index=True, height=200)
         with st.expander("Control (PNAS): remove each class's top N vs keep only its top N"):
+            ns = tuple(sorted({n for n in (1, 2, 5, 10, 20, 50, 100, k // 2) if 0 < n < k}))
             if st.button("Compute the curve", key="abl_control"):
-                ns = sorted({n for n in (1, 2, 5, 10, 20, 50, 100, k // 2) if 0 < n < k})
-                st.session_state["abl_curve"] = L.get_curve(*imp_args, tuple(ns), by)
-            if st.session_state.get("abl_curve") is not None:
-                V.show_curve(st.session_state["abl_curve"])
+                st.session_state["abl_curve"] = (*imp_args, ns, by)
+            if st.session_state.get("abl_curve") == (*imp_args, ns, by):
+                curve = JV.result(L.curve_job(imp, *imp_args, ns, by))
+                if curve is not None:
+                    V.show_curve(curve)
 
 
 def choose_mode(run, set_args, layer: str):
@@ -132,11 +139,12 @@ def choose_mode(run, set_args, layer: str):
     if mode == "mean":
         means = L.get_means(str(run.path), layer) if run is not None else None
         if means is None and set_args is not None:
-            try:
-                means = L.get_set_means(*set_args)
+            means = JV.result(L.set_means_job(*set_args))
+            if means is not None:
                 st.caption("Unit means over the labelled set below.")
-            except USER_ERRORS as e:
-                st.error(str(e))
+            else:
+                st.caption("Using zero until the unit means over the labelled set are ready.")
+                return "zero", float(value), None
         if means is None:
             st.warning("No unit means: the run kept no activations (acts.npy) and no labelled "
                        "set is chosen below; using zero.")
@@ -239,11 +247,9 @@ def main() -> None:
     c2.number_input("At most images", 10, L.LAB_MAX_SET, 200, key="abl_limit")
     set_result = None
     if set_args is not None:
-        try:
-            _lset, cache = L.get_set(*set_args)
-            set_result = cache.evaluate([iv] if units else [])
-        except USER_ERRORS as e:
-            st.error(str(e))
+        ready = JV.result(L.set_job(*set_args))
+        if ready is not None:
+            set_result = ready[1].evaluate([iv] if units else [])
     if set_result is not None:
         m1, m2 = st.columns(2)
         m1.metric("Accuracy before", f"{set_result.acc_before:.1%}")

@@ -4,11 +4,12 @@ page (not a page).
     with model_lock():                                  # hooks edit the shared model object
         lm = get_model("resnet18", "none")
         lab = get_lab("resnet18", "none")               # dissect.ablation.ImageAblation, shared
-        imp = get_importance("toyworld", "default", "toyworld:200", "conv6", 200)
+    job = importance_job("toyworld", "default", "toyworld:200", "conv6", 200)   # background
+    imp = job_view.result(job)                          # the ranking, or None (progress drawn)
     cached_importance(...same key...)                   # the ranking if computed, else None
 
-Every model-side result is a st.cache_resource shared by all sessions, so the unit page sees a
-ranking the lab computed and the other way round.
+Every model-side result is shared by all sessions (st.cache_resource, or a finished background
+job), so the unit page sees a ranking the lab computed and the other way round.
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ import torch
 
 from dissect.ablation import ImageAblation, open_image
 from dissect.models import is_model_file, list_layers, load_model
+from studio import background as bg
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "camera")   # skimage.data, offline
 PRESETS = {"efficientnet_lite0 (real ImageNet weights)": ("efficientnet_lite0", "DEFAULT"),
            "toyworld (scene CNN)": ("toyworld", "default"),
            "resnet18 (random init)": ("resnet18", "none")}
-MAX_RANKINGS = 8
 
 
 @st.cache_resource
@@ -102,15 +103,81 @@ def lab_run():
     return run
 
 
-# ---- labelled sets, means, importance --------------------------------------------------------
+# ---- labelled sets, means, importance: background jobs (studio.background) ------------------
+# Each runs in its own thread on its own copy of the model (the page keeps the shared one), so a
+# page run never waits on it, Cancel stops it at its next batch, and a stopping server does not
+# wait for it. Results are shared by every session, like st.cache_resource.
 
-@st.cache_resource(show_spinner="Running the labelled set through the model once…")
-def get_set(name: str, weights: str, spec: str, layer: str, limit: int):
-    """(LabelledSet, SetCache over `layer`)."""
-    from dissect.labelled import SetCache, open_labelled_set
-    lm = get_model(name, weights)
-    lset = open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET)
-    return lset, SetCache(lm, lset, [layer])
+def _job_model(name: str, weights: str):
+    """A private copy of the cached model for one job's thread (hooks on it touch no page)."""
+    import copy
+    with model_lock():
+        return copy.deepcopy(get_model(name, weights))
+
+
+class _Watched:
+    """A LabelledSet whose passes report to a job (and stop once it is cancelled)."""
+
+    def __init__(self, lset, job: bg.Job, what: str):
+        self._lset, self._job, self._what = lset, job, what
+
+    def __len__(self) -> int:
+        return len(self._lset)
+
+    def __getattr__(self, name: str):
+        return getattr(self._lset, name)
+
+    def batches(self, batch_size: int):
+        done = 0
+        for idx, x01 in self._lset.batches(batch_size):
+            self._job.step(done, len(self._lset), self._what)
+            yield idx, x01
+            done += len(x01)
+
+
+def _open_set(lm, spec: str, limit: int, job: bg.Job):
+    from dissect.labelled import open_labelled_set
+    return open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET,
+                             progress=lambda d, t: job.step(d, t, f"building toyworld ({t:,} "
+                                                                  "images, cached on disk)"))
+
+
+def _submit(kind: str, key: tuple, label: str, work) -> bg.Job:
+    full = (kind, *key)
+    job = job_of(kind, key)
+    if job is not None:           # failed or cancelled ones too, until "Try again" forgets them
+        return job
+    lm = _job_model(key[0], key[1])
+    return bg.submit(full, lambda job: work(job, lm), label)
+
+
+def job_of(kind: str, key: tuple) -> bg.Job | None:
+    """The job of that kind ("set", "means", "importance", "curve") and key, if any page
+    started one."""
+    return bg.find((kind, *key))
+
+
+def set_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
+    """The job whose result is (LabelledSet, SetCache over `layer`)."""
+    from dissect.labelled import SetCache
+
+    def work(job, lm):
+        lset = _open_set(lm, spec, limit, job)
+        return lset, SetCache(lm, _Watched(lset, job, "running the set through the model"),
+                              [layer])
+    return _submit("set", (name, weights, spec, layer, int(limit)),
+                   f"Labelled set {spec} (at most {limit} images)", work)
+
+
+def set_means_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
+    """The job whose result is the units' means over the labelled set."""
+    from dissect.ablation import unit_means
+
+    def work(job, lm):
+        lset = _Watched(_open_set(lm, spec, limit, job), job, "unit means")
+        return unit_means(lm, layer, (x for _i, x in lset.batches(32)))
+    return _submit("means", (name, weights, spec, layer, int(limit)),
+                   f"Unit means over {spec}", work)
 
 
 @st.cache_resource(show_spinner="Computing the units' means over the probe set…")
@@ -121,44 +188,35 @@ def get_means(run_path: str, layer: str):
     return means_from_run(open_run(run_path), layer)
 
 
-@st.cache_resource(show_spinner="Computing the units' means over the labelled set…")
-def get_set_means(name: str, weights: str, spec: str, layer: str, limit: int):
-    from dissect.ablation import unit_means
-    lset, _ = get_set(name, weights, spec, layer, limit)
-    return unit_means(get_model(name, weights), layer, (x for _i, x in lset.batches(32)))
-
-
-@st.cache_resource
-def _rankings() -> dict:
-    return {}
-
-
 def cached_importance(name: str, weights: str, spec: str, layer: str, limit: int):
     """The importance ranking of this key when some page computed it already, else None."""
-    return _rankings().get((name, weights, spec, layer, int(limit)))
+    job = bg.find(("importance", name, weights, spec, layer, int(limit)))
+    return job.result if job is not None and job.state == "done" else None
 
 
-def get_importance(name: str, weights: str, spec: str, layer: str, limit: int):
-    """dissect.importance.rank_units over the labelled set (computed once, then shared)."""
+def importance_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
+    """The job whose result is dissect.importance.rank_units over the labelled set."""
     from dissect.importance import rank_units
-    key = (name, weights, spec, layer, int(limit))
-    store = _rankings()
-    if key not in store:
-        with model_lock(), st.spinner("Ranking every unit for every class (each removed alone)…"):
-            lset, _ = get_set(name, weights, spec, layer, int(limit))
-            imp = rank_units(get_model(name, weights), lset, layer)
-        while len(store) >= MAX_RANKINGS:
-            store.pop(next(iter(store)))
-        store[key] = imp
-    return store[key]
+
+    def work(job, lm):
+        lset = _Watched(_open_set(lm, spec, limit, job), job, "first pass over the set")
+        return rank_units(lm, lset, layer, progress=lambda d, t: job.step(
+            d, t, "removing each unit alone"))
+    return _submit("importance", (name, weights, spec, layer, int(limit)),
+                   "Ranking every unit for every class (each removed alone)", work)
 
 
-@st.cache_data(show_spinner="Removing the top-N units of every class, and keeping only them…")
-def get_curve(name: str, weights: str, spec: str, layer: str, limit: int, ns: tuple, by: str):
+def curve_job(imp, name: str, weights: str, spec: str, layer: str, limit: int, ns: tuple,
+              by: str) -> bg.Job:
+    """The job whose result is dissect.importance.control_curve for ranking `imp`."""
     from dissect.importance import control_curve
-    lset, _ = get_set(name, weights, spec, layer, limit)
-    imp = get_importance(name, weights, spec, layer, limit)
-    return control_curve(get_model(name, weights), lset, imp, list(ns), by=by)
+
+    def work(job, lm):
+        lset = _Watched(_open_set(lm, spec, limit, job), job, "the set through the model")
+        return control_curve(lm, lset, imp, list(ns), by=by, progress=lambda d, t: job.step(
+            d, t, "removing each class's top N, and keeping only them"))
+    return _submit("curve", (name, weights, spec, layer, int(limit), tuple(ns), by),
+                   "Control curve", work)
 
 
 # ---- images the lab feeds the model ----------------------------------------------------------

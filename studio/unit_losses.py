@@ -12,7 +12,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from dissect.errors import USER_ERRORS
+from studio import job_view as JV
 from studio import lab as L
 from studio.nav import go as go_to
 
@@ -49,15 +49,15 @@ def losses_section(run_path: str, stamp: str, layer: str, unit: int) -> None:
     key = (model, weights, spec, layer, limit)
     imp = L.cached_importance(*key)
     if imp is None:
-        if not c3.button("Rank the classes", key="loss_compute", width="stretch",
-                         help="Removes every unit of the layer alone over the set once "
-                              "(cached; the ablation lab shares it)"):
+        asked = st.session_state.get("loss_asked") == key or L.job_of("importance", key) is not None
+        if not asked and not c3.button("Rank the classes", key="loss_compute", width="stretch",
+                                       help="Removes every unit of the layer alone over the "
+                                            "set once (cached; the ablation lab shares it)"):
             st.caption(f"Not computed yet for {spec} (at most {limit} images).")
             return
-        try:
-            imp = L.get_importance(*key)
-        except USER_ERRORS as e:
-            st.error(str(e))
+        st.session_state["loss_asked"] = key
+        imp = JV.result(L.importance_job(*key))
+        if imp is None:
             return
     losses = imp.losses(unit, n=10)
     hurt = losses[losses["acc_drop"] > 0]

@@ -73,3 +73,15 @@ def tiny_labelled_run(tmp_path_factory):
         return out
 
     return make
+
+
+@pytest.fixture
+def settle():
+    """settle(at): wait for the studio's background jobs (studio.background) the page started,
+    then rerun the AppTest, as the page's polling fragment does in a browser."""
+    def run(at, timeout: float = 240):
+        from studio import background as bg
+        for job in bg.running():
+            assert job.wait(timeout), f"background job {job.label} still running"
+        return at.run()
+    return run

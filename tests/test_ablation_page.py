@@ -78,7 +78,7 @@ def test_units_from_the_browser_reset_and_invert(runs_root, monkeypatch):
     assert not at.exception and _selected(at) == []
 
 
-def test_units_by_concept_and_set_accuracy(runs_root, monkeypatch):
+def test_units_by_concept_and_set_accuracy(runs_root, monkeypatch, settle):
     at = _app(runs_root, monkeypatch)
     assert not at.exception
     assert any(o.startswith("tree (3 units)") for o in at.selectbox(key="abl_concept").options)
@@ -87,24 +87,29 @@ def test_units_by_concept_and_set_accuracy(runs_root, monkeypatch):
     assert _selected(at) == TREE_UNITS
     at.text_input(key="abl_set").set_value(f"folder:{runs_root / 'set'}").run()
     assert not at.exception
+    settle(at)
     labels = [m.label for m in at.metric]
     assert "Accuracy before" in labels and "Accuracy after" in labels
     # class importance now works on that set
+    at.button(key="abl_rank").click().run()
+    settle(at)
     at.number_input(key="abl_imp_n").set_value(5).run()
     at.button(key="abl_use_imp").click().run()
     assert not at.exception and len(_selected(at)) == 5
 
 
-def test_bad_set_and_mode_messages(runs_root, monkeypatch):
+def test_bad_set_and_mode_messages(runs_root, monkeypatch, settle):
     at = _app(runs_root, monkeypatch)
     at.text_input(key="abl_set").set_value(f"folder:{runs_root}").run()
     assert not at.exception
-    assert any("names a class" in e.value for e in at.error)
+    settle(at)
+    assert any("names a class" in e.value for e in at.error), [e.value for e in at.error] + [i.value for i in at.info]
     at.selectbox(key="abl_mode").set_value("mean").run()
     assert not at.exception
 
 
-def test_control_curve_and_query_param(runs_root, monkeypatch):
+def test_control_curve_and_query_param(runs_root, monkeypatch, settle):
+    from studio import background as bg
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
     at = AppTest.from_file(PAGE, default_timeout=240)
@@ -114,9 +119,14 @@ def test_control_curve_and_query_param(runs_root, monkeypatch):
     at.query_params["units"] = "7,8"
     at.run()
     assert not at.exception and _selected(at) == [7, 8]
+    settle(at)
+    if any(b.key == "abl_rank" for b in at.button):        # else: ranked by an earlier test
+        at.button(key="abl_rank").click().run()
+    settle(at)                                   # the importance ranking, in the background
     at.button(key="abl_control").click().run()
     assert not at.exception
-    curve = at.session_state["abl_curve"]
+    settle(at)
+    curve = bg.find(("curve", *at.session_state["abl_curve"])).result
     assert {"n", "removed_top", "kept_top_only", "baseline"} <= set(curve.columns)
 
 
@@ -137,7 +147,7 @@ def test_efficientnet_preset_on_a_sample_photo(runs_root, monkeypatch):
     assert after.iloc[0, 0] not in ("tiger cat", "Egyptian cat", "tabby")
 
 
-def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch):
+def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch, settle):
     """The unit page ranks the classes that lose accuracy without the unit (the importance
     ranking, shared with the lab), and one click opens the lab with that unit ablated."""
     from streamlit.testing.v1 import AppTest
@@ -158,6 +168,7 @@ def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch):
     if any(b.key == "loss_compute" for b in at.button):     # else: the lab ranked this set
         at.button(key="loss_compute").click().run()
         assert not at.exception
+    settle(at)
     lm = load_model("resnet18", "none")
     real = SetCache(lm, open_labelled_set(spec, lm, limit=200), ["layer4"]).evaluate(
         [Intervention("layer4", (9,))]).classes.set_index("class")

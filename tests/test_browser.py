@@ -30,6 +30,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+SERVERS: dict[str, subprocess.Popen] = {}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,15 +40,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(root: Path):
-    """URL of a fresh streamlit server on 127.0.0.1 over the runs root `root`; stopped after."""
+def streamlit_server(root: Path, env: dict | None = None):
+    """URL of a fresh streamlit server on 127.0.0.1 over the runs root `root`; stopped after.
+    SERVERS[url] is its process while it runs."""
     port = _free_port()
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=REPO, env={**os.environ, "DISSECT_RUNS": str(root), "OMP_NUM_THREADS": "1"},
+        cwd=REPO, env={**os.environ, "DISSECT_RUNS": str(root), "OMP_NUM_THREADS": "1",
+                       **(env or {})},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -60,11 +65,15 @@ def streamlit_server(root: Path):
             assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "streamlit did not start in 90 s"
             time.sleep(0.5)
+        SERVERS[url] = proc
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        SERVERS.pop(url, None)
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
+        except ProcessLookupError:
+            pass                                  # stopped already (a test sent SIGTERM)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
@@ -219,3 +228,44 @@ def test_ablation_lab_first_view_shows_predictions(server, browser):
                            ".length >= 8", timeout=120_000)      # the image and thumbnails
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "ablation_lab.png"), full_page=True, timeout=120_000)
+
+
+def test_lab_set_runs_in_the_background_cancel_and_sigterm(runs_root, browser, tmp_path):
+    """A big labelled set is built in the background: the page stays live and shows progress,
+    Cancel stops it, and SIGTERM stops the server in seconds even while such a job runs."""
+    from playwright.sync_api import expect
+    root = tmp_path / "bg"
+    shutil.copytree(runs_root, root, ignore=shutil.ignore_patterns("server.log"))
+    with streamlit_server(root, env={"DISSECT_CACHE": str(tmp_path / "cache")}) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        page.set_default_timeout(120_000)
+        page.goto(f"{url}/ablation_lab?run=r18&layer=layer4")
+        expect(page.locator(".st-key-abl_predictions")).to_contain_text("Top 5", timeout=180_000)
+        field = page.locator(".st-key-abl_set input")
+        limit = page.locator(".st-key-abl_limit input")
+        limit.fill("5000")
+        limit.press("Enter")
+        field.fill("toyworld:5000")
+        field.press("Enter")
+        bar = page.get_by_text(re.compile(r"Labelled set toyworld:5000 .* building toyworld"))
+        expect(bar).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "lab_background_job.png"), full_page=True)
+        # the page is live meanwhile: a unit change redraws the predictions
+        page.get_by_role("button", name="Invert").click()
+        expect(page.get_by_text(re.compile(r"512 of 512 units selected"))).to_be_visible(
+            timeout=30_000)
+        t = time.monotonic()
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text(re.compile(r"toyworld:5000.*cancelled"))).to_be_visible(
+            timeout=20_000)
+        assert time.monotonic() - t < 20
+        assert not list((tmp_path / "cache").glob("toyworld/*5000*")), "a half world was left"
+        # ask again, and stop the server while the job runs
+        page.get_by_role("button", name="Try again").click()
+        expect(bar).to_be_visible(timeout=60_000)
+        proc = SERVERS[url]
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        assert time.monotonic() - t < 15, "SIGTERM did not stop the server"

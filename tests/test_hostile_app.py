@@ -64,10 +64,11 @@ def test_shared_link_keeps_units(lab_root, monkeypatch):
     assert "units" not in at.query_params
 
 
-def test_huge_toyworld_set_is_refused_in_the_lab(lab_root, monkeypatch):
+def test_huge_toyworld_set_is_refused_in_the_lab(lab_root, monkeypatch, settle):
     at = _lab(lab_root, monkeypatch)
     at.text_input(key="abl_set").set_value("toyworld:100000").run()
     assert not at.exception
+    settle(at)
     assert any("over the limit of 5,000" in e.value for e in at.error), [e.value for e in at.error]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -145,7 +146,9 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
                 for s in range(0, n, chunk)]
         results: list[dict] = []
         pool = None
-        if workers > 1 and len(jobs) > 1:
+        # fork copies only the calling thread: inside a threaded process (the studio's server)
+        # a lock another thread holds would hang the workers for ever, so build in this thread
+        if workers > 1 and len(jobs) > 1 and threading.active_count() == 1:
             import multiprocessing as mp
             pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
             it = pool.imap(_write_chunk, jobs)
@@ -156,6 +159,10 @@ def build_world(out: str | os.PathLike, n: int, seed: int = 0, size: int = 224,
                 results += res
                 if progress:
                     progress(len(results) // (2 if pair else 1), n)
+        except BaseException:
+            if pool is not None:       # stop now: close() alone would finish every chunk first
+                pool.terminate()
+            raise
         finally:
             if pool is not None:
                 pool.close()
