@@ -79,10 +79,10 @@ def unit_cards(page, url: str, clicks: int) -> list[float]:
     times = []
     for i in range(clicks):
         page.goto(f"{url}/unit_browser?run=r18&layer=layer4&sort=unit+%E2%86%91")
-        cards = page.get_by_role("button", name=re.compile(r"^unit \d+ · "))
+        cards = page.get_by_role("link", name=re.compile(r"unit \d+ · "))
         cards.nth(i % 24).wait_for(timeout=120_000)
         card = cards.nth(i % 24)
-        unit = int(re.match(r"unit (\d+)", card.inner_text()).group(1))
+        unit = int(re.search(r"unit (\d+)", card.inner_text()).group(1))
         t = time.perf_counter()
         card.click()
         page.get_by_role("heading", name=re.compile(rf"^Unit {unit} · ")).wait_for(timeout=60_000)

@@ -142,9 +142,8 @@ with tab_cards:
             for col, (_, row) in zip(cols, chunk.iloc[start:start + COLS].iterrows()):
                 u = int(row["unit"])
                 with col.container(border=True):
-                    if st.button(f"unit {u} · {row['label'] or '—'}", key=f"open_{u}",
-                                 type="tertiary", help="Open this unit"):
-                        common.go("unit", unit=u)
+                    # a link: the unit page opens without this page running again first
+                    common.page_link("unit", label=f"unit {u} · {row['label'] or '—'}", unit=u)
                     st.markdown(f"{common.badge(row['category'])} &nbsp; IoU **{row['iou']:.3f}**"
                                 + ("" if row["interpretable"] else " &nbsp;·&nbsp; *below t*")
                                 + (f" &nbsp;·&nbsp; p {row['p_value']:.3g}"

@@ -90,17 +90,27 @@ def test_overview_summary_charts_and_layer_picker():
 def test_unit_browser_filters_and_card_opens_unit():
     at = app("pages/unit_browser.py", run="r18", layer="layer4")
     assert at.title[0].value == "Units of layer4"
-    cards = [b for b in at.button if b.key and b.key.startswith("open_")]
-    assert len(cards) == 24
+    assert len(unit_cards(at)) == 24
     at.text_input(key="browser_search").set_value("zzz-no-such-concept").run()
     assert "No unit matches" in texts(at)
     at.text_input(key="browser_search").set_value("").run()
     at.selectbox(key="browser_sort").set_value("unit ↑").run()
-    assert at.button(key="open_0") is not None
-    at.button(key="open_5").click().run()
+    cards = unit_cards(at)                    # links: the unit page opens in one run
+    assert list(cards)[:6] == [0, 1, 2, 3, 4, 5]
+    assert cards[5].page == "unit_detail"
+    assert cards[5].query_string == "run=r18&layer=layer4&unit=5"
+    for k, v in (kv.split("=") for kv in cards[5].query_string.split("&")):
+        at.query_params[k] = v
+    at.switch_page("pages/unit_detail.py").run()
     assert not at.exception
     assert at.title[0].value.startswith("Unit 5 ·")
-    assert at.query_params == {"run": "r18", "layer": "layer4", "unit": "5"}
+
+
+def unit_cards(at) -> dict:
+    """{unit: page_link proto} of the unit browser's cards."""
+    import re
+    return {int(re.match(r"unit (\d+) · ", pl.proto.label).group(1)): pl.proto
+            for pl in at.get("page_link") if re.match(r"unit \d+ · ", pl.proto.label)}
 
 
 def test_unit_detail_from_link_prev_next_and_bad_unit():

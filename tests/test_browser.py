@@ -126,13 +126,13 @@ def test_unit_browser_click_opens_unit_with_label_and_images(server, engine_run)
             page.goto(f"{server}/unit_browser?run=r18&layer=layer4")
             expect(page.get_by_role("heading", name="Units of layer4")).to_be_visible(
                 timeout=120_000)
-            card = page.get_by_role("button", name=re.compile(r"^unit \d+ · ")).first
+            card = page.get_by_role("link", name=re.compile(r"unit \d+ · ")).first
             expect(card).to_be_visible(timeout=60_000)
             page.wait_for_function("() => document.querySelectorAll('[data-testid=stMain] img, main img')"
                                    ".length >= 4", timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "unit_browser.png"), full_page=True)
             name = card.inner_text()
-            unit = int(re.match(r"unit (\d+)", name).group(1))
+            unit = int(re.search(r"unit (\d+)", name).group(1))
             label = units.loc[units.unit == unit, "label"].iloc[0]
             card.click()
 

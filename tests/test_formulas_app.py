@@ -2,6 +2,7 @@
 the top images and says when it fell back; the unit browser finds units by formula."""
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_unit_browser_finds_units_by_formula(root):
     want = {int(u) for u, f in zip(df["unit"], df["formula"]) if concept in mentions(f, names)}
     at = _app("pages/unit_browser.py", run="r18", layer="layer4")
     at.text_input(key="browser_formula").set_value(concept).run()
-    cards = {int(b.key[5:]) for b in at.button if b.key and b.key.startswith("open_")}
+    cards = {int(re.match(r"unit (\d+) · ", pl.proto.label).group(1))
+             for pl in at.get("page_link") if re.match(r"unit \d+ · ", pl.proto.label)}
     assert cards == want and 0 in cards
     assert at.query_params["fm"] == concept
     at.text_input(key="browser_formula").set_value("skyy").run()
