@@ -98,8 +98,18 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
 
     shards: how many (default: the cluster's CPUs // threads); threads: torch threads per
     shard; on_progress(shards): called about every second with each shard's progress.
+    The run folder's lock (dissect.lock, as a local run takes it) is held throughout: a second
+    writer (`run`, `sweep`, the app) is refused with RunLocked naming this one.
     """
+    from dissect.lock import run_lock
     out = Path(out)
+    with run_lock(out):
+        return _locked_dissect_ray(cfg, out, ray, shards, threads, progress, overwrite,
+                                   on_progress)
+
+
+def _locked_dissect_ray(cfg, out: Path, ray, shards, threads, progress, overwrite,
+                        on_progress) -> Path:
     if check_out(cfg, out, overwrite):
         return out
     if cfg.baseline:

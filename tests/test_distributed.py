@@ -177,6 +177,35 @@ def test_sweep_writes_one_run_folder_each(cluster, probe, tmp_path):
     assert (a.iou("layer4") != b.iou("layer4")).any()          # two different random nets
 
 
+def test_sweep_takes_each_run_folders_lock(cluster, probe, tmp_path, capsys):
+    """A sweep is refused a folder another writer holds (naming it) and still does the rest."""
+    import subprocess
+    from dissect.__main__ import main
+    held = tmp_path / "runs" / "r18"
+    held.mkdir(parents=True)
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                             "from dissect.lock import acquire\n"
+                             "lock = acquire(sys.argv[1]); print('held', flush=True)\n"
+                             "time.sleep(120)", str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert hold.stdout.readline().strip() == "held"
+        toml = tmp_path / "runs.toml"
+        toml.write_text(f'probe = "broden:{probe}"\nlayers = ["layer4"]\nbatch_size = 8\n'
+                        '[[run]]\nmodel = "resnet18"\nweights = "none"\nout = "r18"\n'
+                        '[[run]]\nmodel = "resnet18"\nweights = "none"\nseed = 1\n'
+                        'out = "r18-seed1"\n')
+        assert main(["sweep", "--ray", "local:2", "--runs", str(toml), "--no-acts",
+                     "--out-root", str(tmp_path / "runs")]) == 1
+    finally:
+        hold.kill()
+        hold.wait()
+    err = capsys.readouterr().err
+    assert f"failed: {held}" in err and f"pid {hold.pid}" in err, err
+    assert not (held / "run.json").exists()              # nothing written into the held folder
+    from dissect.runs import open_run
+    assert open_run(tmp_path / "runs" / "r18-seed1").complete
+
+
 def test_worker_without_the_probe_names_node_and_path(cluster, probe, tmp_path):
     from dataclasses import asdict
 

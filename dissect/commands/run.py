@@ -130,12 +130,10 @@ def main(args: argparse.Namespace) -> int:
                        "activation cache); drop --ray, or drop --baseline")
     try:
         if args.ray:
-            from dissect.distributed import dissect_ray
-            from dissect.lock import run_lock
-            with run_lock(args.out):       # the same one-writer lock as a local run
-                out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
-                                  threads=args.threads or 1, progress=not args.quiet,
-                                  overwrite=args.overwrite)
+            from dissect.distributed import dissect_ray      # takes the run folder's lock too
+            out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
+                              threads=args.threads or 1, progress=not args.quiet,
+                              overwrite=args.overwrite)
         else:
             out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     finally:
