@@ -94,15 +94,29 @@ def parse_mode(text: str) -> tuple[str, float]:
     raise AblationError(f"bad --mode '{text}': use zero, mean, value=X or scale=X (X a number)")
 
 
-def parse_units(text: str) -> list[int]:
-    """"3,17,40-43" -> [3, 17, 40, 41, 42, 43]."""
+MAX_UNITS = 1 << 20     # no layer has this many channels: a longer list is a typo or an attack
+
+
+def parse_units(text: str, num_units: int | None = None) -> list[int]:
+    """"3,17,40-43" -> [3, 17, 40, 41, 42, 43]; each below `num_units` when given (else below
+    MAX_UNITS), so a link's "0-999999999" is refused instead of filling the memory."""
+    top = MAX_UNITS if num_units is None else int(num_units)
     units: list[int] = []
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         lo, dash, hi = part.partition("-")
         try:
-            units.extend(range(int(lo), int(hi) + 1) if dash and lo else [int(part)])
+            a, b = (int(lo), int(hi)) if dash and lo else (int(part), int(part))
         except ValueError:
-            raise AblationError(f"bad unit list '{text}': use numbers like 3,17,40-43") from None
+            raise AblationError(f"bad unit list '{text[:80]}': use numbers like 3,17,40-43") \
+                from None
+        if not 0 <= a <= b < top:
+            raise AblationError(
+                f"units '{part[:40]}' are out of range: " + (
+                    f"the layer has {top} units, numbered 0-{top - 1}" if num_units is not None
+                    else "use unit numbers from 0, low-high with low <= high"))
+        units.extend(range(a, b + 1))
+        if len(units) > top:
+            raise AblationError(f"unit list '{text[:80]}' names more units than the layer has")
     if not units:
         raise AblationError("no units given: use --units 3,17 or --concept NAME --run RUN")
     return units

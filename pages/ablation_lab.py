@@ -54,7 +54,7 @@ def take_units(sel_key: str, layer: str, k: int) -> None:
     url = st.query_params.get("units")
     if handoff is None and url and url != st.session_state.get("_abl_units_url"):
         try:
-            handoff = {"layer": layer, "units": parse_units(url)}
+            handoff = {"layer": layer, "units": parse_units(url, k)}
         except AblationError as e:
             st.warning(f"Ignoring the link's units: {e}")
     if isinstance(handoff, dict) and handoff.get("layer") == layer:

@@ -39,6 +39,7 @@ def model_lock() -> threading.RLock:
     return threading.RLock()
 
 
+UPLOAD_MAX_PIXELS = 25_000_000   # an upload decodes to at most 75 MB of RGB in the server
 LAB_MAX_SET = 5000          # toyworld:N / folder images a set may hold here (it runs in the server)
 
 
@@ -258,6 +259,7 @@ def image_input(lm, pick: dict, images: pd.DataFrame | None,
         path = str(images.iloc[int(pick["index"])]["path"])
         return fit(lm, open_image(path, name=f"probe image {pick['index']}")), path
     if pick["kind"] == "upload" and upload is not None:
-        return lm.prepare(open_image(io.BytesIO(upload[1]), name=upload[0])), upload[0]
+        return lm.prepare(open_image(io.BytesIO(upload[1]), name=upload[0],
+                                     max_pixels=UPLOAD_MAX_PIXELS)), upload[0]
     name = pick.get("name", SAMPLES[0])
     return lm.prepare(Image.fromarray(sample_photo(name))), f"skimage:{name}"

@@ -48,6 +48,19 @@ def test_parsers_and_bad_values():
             parse_mode(bad)
     with pytest.raises(AblationError):
         parse_units("a,b")
+    # a shared link's huge range is refused at once, not expanded into memory
+    import time
+    t = time.monotonic()
+    for bad, why in (("1-999999999", "out of range"), ("5-3", "out of range"),
+                     ("-2", "out of range"), ("0-511,0-511,0-1", "more units")):
+        with pytest.raises(AblationError, match=why):
+            parse_units(bad, 512)
+    with pytest.raises(AblationError, match="numbered 0-511"):
+        parse_units("512", 512)
+    with pytest.raises(AblationError, match="out of range"):
+        parse_units("0-99999999999")
+    assert time.monotonic() - t < 1
+    assert parse_units("0-511", 512) == list(range(512))
     with pytest.raises(AblationError, match="means"):
         Intervention("l", (1,), "mean")
 

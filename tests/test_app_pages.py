@@ -292,3 +292,32 @@ def test_image_viewer_gallery_picks_an_image():
     at = app("pages/image_viewer.py", run="r18", layer="layer4", image=0)
     at.button(key="pick_7").click().run()
     assert at.title[0].value == "Image 7" and at.query_params["image"] == "7"
+
+
+HOSTILE_PARAMS = [
+    {"image": "-1"}, {"image": "abc"}, {"image": "1e400"}, {"image": "99999999999999999999999"},
+    {"unit": "-5"}, {"unit": "nan"}, {"unit": "9" * 30}, {"layer": "../../etc"},
+    {"layer": "layer4\x00"}, {"run": "r18/../../x"}, {"units": "1-999999999"},
+    {"units": "3,,x,-2"}, {"sel": "r18:layer4,nope:../x,:"}, {"fm": "((( AND"},
+    {"sort": "bogus"}, {"q": "<script>alert(1)</script>" * 50}, {"iou": "2,-1"},
+    {"cat": "x" * 5000},
+]
+
+
+@pytest.mark.parametrize("page", ["overview", "browser", "unit", "image", "compare", "ablation",
+                                  "directions", "edit", "export"])
+def test_hostile_link_parameters_never_break_a_page(page):
+    """Every page takes every odd parameter of a shared link: at most a warning, never a
+    traceback, and the link never points outside the runs root afterwards."""
+    from studio.nav import PAGES
+    for bad in HOSTILE_PARAMS:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        for k, v in {"run": "r18", "layer": "layer4", **bad}.items():
+            at.query_params[k] = v
+        at.run()
+        at.switch_page(PAGES[page][0])
+        at.run()
+        assert not at.exception, (page, bad, [e.value for e in at.exception])
+        assert ".." not in str(at.query_params.get("run", "")), (page, bad)
+        if page == "ablation" and "units" in bad:
+            assert any("Ignoring the link's units" in w.value for w in at.warning), bad

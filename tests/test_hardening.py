@@ -208,6 +208,7 @@ def test_server_binds_localhost_by_default():
     import tomllib
     cfg = tomllib.loads((Path(__file__).parent.parent / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "127.0.0.1"
+    assert cfg["server"]["maxUploadSize"] <= 25          # MB; Streamlit's default is 200
 
 
 ADOPT = """

@@ -82,3 +82,21 @@ def test_16bit_and_float_images_are_scaled_not_clipped(tmp_path):
     big = Image.fromarray(np.linspace(-5, 5000, 64, dtype=np.float32).reshape(8, 8), "F")
     h = np.asarray(to_rgb(big))[..., 0].ravel()
     assert h[0] == 0 and h[-1] == 255 and np.all(np.diff(h.astype(int)) >= 0)
+
+
+def test_lab_upload_has_its_own_smaller_pixel_limit(tmp_path):
+    """An upload to the lab decodes only below studio.lab.UPLOAD_MAX_PIXELS (a 30-megapixel
+    header is refused by name); a normal photo goes through."""
+    import io
+    from dissect.models import load_model
+    from studio.lab import UPLOAD_MAX_PIXELS, image_input
+    lm = load_model("toyworld", "default")
+    bomb = tmp_path / "huge.png"
+    _png_header_bomb(bomb, 6000, 5000)
+    assert 6000 * 5000 > UPLOAD_MAX_PIXELS
+    with pytest.raises(AblationError, match="huge.png"):
+        image_input(lm, {"kind": "upload"}, None, ("huge.png", bomb.read_bytes()))
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(buf, "PNG")
+    x, name = image_input(lm, {"kind": "upload"}, None, ("ok.png", buf.getvalue()))
+    assert name == "ok.png" and x.shape[0] == 3
