@@ -33,7 +33,7 @@ from dissect.errors import LayerError, RunError
 from dissect.hooks import capture, get_layer, stopped_forward
 from dissect.lock import LOCK, run_lock
 from dissect.probe import ProbeError, ProbeSet, open_probe, probe_loader
-from dissect.runs import RunWriter, atomic_write, read_info, reserve
+from dissect.runs import RunWriter, read_info, reserve, write_torch
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.tally import BatchLabels, tally_batch
 from dissect.trust import PerImageStats
@@ -407,7 +407,7 @@ def _checkpoint(path: Path | None, cfg, done: int, layers: dict, phase: int) -> 
     state = {"identity": cfg.identity(), "done": done,
              "cache": {name: L.identity() for name, L in layers.items()},
              "layers": {name: L.stats(phase) for name, L in layers.items()}}
-    atomic_write(path, lambda f: torch.save(state, f))
+    write_torch(path, state)
 
 
 def _resume(path: Path | None, cfg, layers: dict, n: int) -> int:

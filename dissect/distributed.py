@@ -36,7 +36,7 @@ from dissect.dissection import (DissectConfig, _concept_tables, recording_failur
                                 _layer_shapes, check_out, new_writer, open_cfg_probe)
 from dissect.cluster import check_address, import_ray, parse_ray, ray_cluster
 from dissect.errors import RunError
-from dissect.runs import atomic_write, reserve
+from dissect.runs import atomic_write, reserve, write_torch
 from dissect.shard import ShardError, ShardSpec, forward_shard, probe_fingerprint, tally_shard
 from dissect.shard_board import ShardBoard
 from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
@@ -208,7 +208,7 @@ class _Driver:
 
     def _save(self, rnd: int, spec: ShardSpec, result: dict) -> None:
         state = {"key": self.key, "rows": list(spec.rows), "result": result}
-        atomic_write(self.saved / f"r{rnd}-{spec.shard}.pt", lambda f: torch.save(state, f))
+        write_torch(self.saved / f"r{rnd}-{spec.shard}.pt", state)
 
     # ---- one round
     def _round(self, rnd: int, specs: list[ShardSpec], submit) -> dict[int, dict]:

@@ -78,6 +78,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def write_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically torch.save plain tensors and types. Serialised in memory first: torch's zip
+    writer turns a full disk into a bare RuntimeError, a plain write raises ENOSPC naming it."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes(path, buf.getvalue())
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write JSON (indented, UTF-8)."""
     data = json.dumps(obj, indent=1, default=_json_default).encode()

@@ -242,3 +242,46 @@ def test_app_start_hands_its_lock_to_the_child_and_the_cli_is_refused(probe_dir,
         assert jobs.cancel(out)
     assert jobs.running_pid(out) is None
     assert not (out / "run.json").exists()     # the refused CLI run wrote nothing
+
+
+@pytest.fixture(params=["96k", "240k", "400k"])      # full at run.json, a checkpoint, iou.npy
+def small_disk(tmp_path, request):
+    """A real, tiny filesystem (tmpfs) that can be grown: (mount point, grow(size))."""
+    import subprocess
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (a real full disk cannot be made here)")
+
+    def grow(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+    try:
+        yield mnt, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk_fails_cleanly_twice_then_resumes_when_grown(probe_dir, clean,
+                                                                    small_disk, capsys):
+    """On a real full filesystem the run fails with a message naming the file (no SIGBUS, not
+    marked complete), a re-run on the still-full disk fails the same way, and after the disk is
+    grown the same command completes with results identical to a run that never failed."""
+    import subprocess
+    mnt, grow = small_disk
+    out = mnt / "run"
+    cmd = [sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--weights", "none",
+           "--layer", "layer3", "--probe", f"broden:{probe_dir}", "--batch-size", "4",
+           "--workers", "0", "--quiet", "--out", str(out)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(2):
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 3, (attempt, p.returncode, p.stderr[-2000:])   # 135 is SIGBUS
+        assert f"the disk is full while writing {out}" in p.stderr, p.stderr
+        assert "free space and run the same command again" in p.stderr
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert not (out / "run.json").exists() or open_run(out).status != "complete"
+    grow("64m")
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    same_results(clean, out)
