@@ -42,8 +42,14 @@ def get_layers(name: str, weights: str) -> list[str]:
 def get_direction(name, weights, probe_spec, pair, concept, layer, method, pooling):
     from dissect.directions import contrast_from_probe, fit
     from dissect.probe import open_probe
+    from dissect.probe import toyworld_size
+    from studio.lab import LAB_MAX_SET
     lm = get_model(name, weights)
     opts = {"pair": pair} if pair else {}
+    if str(probe_spec).startswith("toyworld"):
+        toyworld_size(probe_spec, cap=LAB_MAX_SET)     # it runs in the server: bounded
+    else:
+        opts["limit"] = LAB_MAX_SET
     c = contrast_from_probe(lm, open_probe(probe_spec, **opts), concept, layer, pooling)
     d = fit(c, method)
     d.model, d.weights = lm.name, str(lm.weights)
@@ -54,7 +60,8 @@ def get_direction(name, weights, probe_spec, pair, concept, layer, method, pooli
 def get_set(name, weights, spec, require="", exclude=""):
     from dissect.labelled import open_labelled_set
     from dissect.presence import select
-    lset = open_labelled_set(spec, get_model(name, weights))
+    from studio.lab import LAB_MAX_SET
+    lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET)
     names = lambda t: [s.strip() for s in t.split(",") if s.strip()]   # noqa: E731
     return select(lset, names(require), names(exclude))
 

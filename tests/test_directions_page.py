@@ -48,3 +48,20 @@ def test_directions_page_end_to_end(tmp_path, monkeypatch):
     saved = tmp_path / "runs" / "directions" / "sun-conv6"
     assert (saved / "direction.json").is_file() and (saved / "direction.safetensors").is_file()
     assert json.loads((saved / "direction.json").read_text())["concept"] == "sun"
+
+
+def test_directions_page_refuses_sets_too_big_for_the_server(tmp_path, monkeypatch):
+    """The page computes in the server: a toyworld:100000 probe or set is refused by name at
+    once (never built), like the ablation lab's."""
+    import time
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("DISSECT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "runs").mkdir()
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    t = time.monotonic()
+    at.text_input(key="dir_probe").set_value("toyworld:100000")
+    at.button(key="dir_compute").click().run()
+    assert not at.exception
+    assert any("over the limit of 5,000" in e.value for e in at.error), [e.value for e in at.error]
+    assert time.monotonic() - t < 30 and not (tmp_path / "cache" / "toyworld").exists()
