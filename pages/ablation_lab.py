@@ -205,7 +205,10 @@ def main() -> None:
     units = list(st.session_state[sel_key])
     keep_units_in_url(units)
     iv = Intervention(layer, tuple(units), mode, value, means)
-    st.caption(f"{len(units)} of {k} units selected · {iv.describe()}")
+    steer = V.steer_picker(lm, layer)
+    ivs = [iv] + ([steer] if steer is not None else [])
+    what = " + ".join(([iv.describe()] if units else []) + ([steer.describe()] if steer else []))
+    st.caption(f"{len(units)} of {k} units selected · {what or iv.describe()}")
 
     # ---- the image and what the ablation does to it ----------------------------------------
     tops = []
@@ -224,8 +227,8 @@ def main() -> None:
         x, name = L.image_input(lm, pick, images, st.session_state.get("abl_upload_data"))
         # [iv] even with no units: the first view records the layer's replay, so the first
         # units change runs only the layers after it
-        result = L.get_lab(model_name, weights).compare(x, [iv], path=name)
-        V.effect_view(result, x.permute(1, 2, 0).numpy(), name, iv, bool(units))
+        result = L.get_lab(model_name, weights).compare(x, ivs, path=name)
+        V.effect_view(result, x.permute(1, 2, 0).numpy(), name, what, bool(what))
     except USER_ERRORS as e:
         st.error(str(e))
     with st.expander("Choose the image", expanded=True):
@@ -249,7 +252,7 @@ def main() -> None:
     if set_args is not None:
         ready = JV.result(L.set_job(*set_args))
         if ready is not None:
-            set_result = ready[1].evaluate([iv] if units else [])
+            set_result = ready[1].evaluate(ivs if what else [])
     if set_result is not None:
         m1, m2 = st.columns(2)
         m1.metric("Accuracy before", f"{set_result.acc_before:.1%}")
@@ -259,7 +262,7 @@ def main() -> None:
         most = set_result.most_changed(5)
         st.caption("Changed most: " + ", ".join(f"{r['class']} {r['delta']:+.1%}"
                                                  for _i, r in most.iterrows()))
-    V.export(iv, units_df, result, set_result, run, model_name, weights)
+    V.export(iv, units_df, result, set_result, run, model_name, weights, steer)
 
 
 def _set_units(key: str, units: list[int]) -> None:

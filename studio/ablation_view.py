@@ -2,7 +2,8 @@
 the control curve and the export.
 
     pick = image_gallery(run_path, stamp, n_images, unit_tops)   # thumbnails; the pick in session
-    effect_view(result, image_bytes_or_array, name, iv)          # top-5, diverging chart, tables
+    steer = steer_picker(lm, layer)                               # a saved direction, or None
+    effect_view(result, image_bytes_or_array, name, what, changed)  # top-5, chart, tables
     export(iv, units_df, result, set_result, run, model, weights)
 
 The chosen image lives in st.session_state["abl_pick"]: {"kind": "probe", "index": 17},
@@ -124,7 +125,41 @@ def _top_chart(top: list[tuple[str, float]]) -> go.Figure:
     return fig
 
 
-def effect_view(result, image, name: str, iv, ablated: bool) -> None:
+def steer_picker(lm, layer: str):
+    """A direction saved from the Directions page (under <runs>/directions/) for this model and
+    layer, to steer along as well: a dissect.steering.SteerIntervention, or None."""
+    import os
+    from pathlib import Path
+
+    from dissect.directions import check_direction, load_direction
+    from dissect.errors import USER_ERRORS
+    from dissect.steering import SteerIntervention, saved_directions
+    saved = saved_directions(Path(os.environ.get("DISSECT_RUNS", "runs")).resolve())
+    usable, elsewhere = {}, []
+    for name, folder in saved.items():
+        try:
+            d = load_direction(folder)
+            check_direction(d, lm, layer=layer, channels=None)
+            usable[name] = d
+        except USER_ERRORS + (ValueError, OSError):
+            elsewhere.append(name)
+    with st.expander("Steer along a saved direction",
+                     expanded=st.session_state.get("abl_steer", "none") != "none"):
+        if not usable:
+            st.caption("No direction saved for this model at this layer"
+                       + (f" ({len(elsewhere)} for other models or layers)" if elsewhere else "")
+                       + ": compute one on the Directions page and save it.")
+            return None
+        c1, c2 = st.columns([2, 3])
+        name = c1.selectbox("Direction", ["none", *usable], key="abl_steer",
+                            format_func=lambda n: n if n == "none" else
+                            f"{n} · {usable[n].concept} ({usable[n].method})")
+        alpha = c2.slider("α, in σ of the projection", -8.0, 8.0, 4.0, 0.5, key="abl_alpha",
+                          disabled=name == "none")
+        return None if name == "none" else SteerIntervention(usable[name], alpha)
+
+
+def effect_view(result, image, name: str, what: str, ablated: bool) -> None:
     """The image, its top-5 before (and after), and the diverging chart of what moved."""
     with st.container(key="abl_effect"):
         c1, c2, c3 = st.columns([1.2, 1.3, 3])
@@ -142,7 +177,7 @@ def effect_view(result, image, name: str, iv, ablated: bool) -> None:
                 st.plotly_chart(diverging_chart(result.changes), key="abl_effect_chart")
             else:
                 st.info("No class moved by 0.01 % or more.")
-            st.caption(f"{iv.describe() if ablated else 'no units ablated'} · {short}")
+            st.caption(f"{what if ablated else 'no units ablated'} · {short}")
         if st.toggle("Show the before/after tables", key="abl_tables"):
             t1, t2, t3 = st.columns([1, 1, 2])
             t1.dataframe(pd.DataFrame(result.before, columns=["before", "p"]), hide_index=True)
@@ -162,7 +197,8 @@ def show_curve(curve: pd.DataFrame) -> None:
     st.dataframe(curve, hide_index=True)
 
 
-def export(iv, units_df, result, set_result, run, model_name: str, weights: str) -> None:
+def export(iv, units_df, result, set_result, run, model_name: str, weights: str,
+           steer=None) -> None:
     st.subheader("Export")
     rows = pd.DataFrame({"unit": list(iv.units)})
     if units_df is not None and len(rows):
@@ -172,7 +208,10 @@ def export(iv, units_df, result, set_result, run, model_name: str, weights: str)
                "layer": iv.layer, "mode": iv.mode, "value": iv.value,
                "units": rows.to_dict("records"),
                "image": result.to_json() if result is not None else None,
-               "set": set_result.to_json() if set_result is not None else None}
+               "set": set_result.to_json() if set_result is not None else None,
+               "steer": None if steer is None else {
+                   "concept": steer.d.concept, "method": steer.d.method, "layer": steer.layer,
+                   "alpha_sigma": steer.alpha, "sigma": float(steer.d.sigma)}}
     table = rows.assign(layer=iv.layer, mode=iv.mode, value=iv.value)
     if set_result is not None:
         table = table.assign(acc_before=set_result.acc_before, acc_after=set_result.acc_after)

@@ -181,3 +181,52 @@ def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch, settle):
     at.button(key="ablate_in_lab").click().run()
     assert not at.exception
     assert at.session_state["abl_units_layer4"] == [9]
+
+
+def test_lab_steers_along_a_saved_direction(tmp_path, monkeypatch):
+    """A direction saved under <runs>/directions/ is offered for its model and layer; steering
+    along it changes the lab's "after" exactly as dissect.steering does outside the app, and
+    +sun raises ToyWorld's beach on a sea-and-boat scene without a sun."""
+    from streamlit.testing.v1 import AppTest
+
+    from dissect.ablation import ImageAblation
+    from dissect.directions import contrast_from_probe, fit, save_direction
+    from dissect.models import load_model
+    from dissect.probe import open_probe
+    from dissect.steering import SteerIntervention
+    monkeypatch.setenv("DISSECT_RUNS", str(tmp_path / "runs"))
+    lm = load_model("toyworld", "default")
+    d = fit(contrast_from_probe(lm, open_probe("toyworld:200"), "sun", "conv6", "max"), "mean")
+    d.model, d.weights = lm.name, str(lm.weights)
+    save_direction(d, tmp_path / "runs" / "directions" / "sun-conv6")
+    at = AppTest.from_file(PAGE, default_timeout=240)
+    at.session_state["abl_model"] = "toyworld (scene CNN)"
+    at.session_state["abl_layer_toyworld"] = "conv6"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="abl_steer").options == ["none", "sun-conv6 · sun (mean)"]
+    at.selectbox(key="abl_steer").set_value("sun-conv6").run()
+    at.slider(key="abl_alpha").set_value(8.0).run()
+    assert not at.exception
+    assert any("steered +8·σ along 'sun'" in c.value for c in at.caption)
+    (_, after) = _top5(at)
+    # the same image and edit outside the app
+    from studio.lab import SAMPLES, sample_photo
+    from PIL import Image
+    x = lm.prepare(Image.fromarray(sample_photo(SAMPLES[0])))
+    ref = ImageAblation(lm).compare(x, [SteerIntervention(d, 8.0)])
+    top_class, p = ref.after[0]
+    assert f"1. {top_class} · **{p:.1%}**" in after
+    # known answer: +sun makes sea-and-boat scenes without a sun look like beaches
+    from dissect.labelled import open_labelled_set
+    from dissect.presence import select
+    from dissect.ablation import ablate
+    import torch
+    scenes = select(open_labelled_set("toyworld:300", lm), ["sea", "boat"], ["sun"])
+    xs = torch.stack([scenes.load(i) for i in range(min(len(scenes), 16))])
+    beach = lm.class_names.index("beach")
+    with torch.no_grad():
+        p0 = lm.model(lm.normalize(xs)).softmax(1)[:, beach].mean()
+        with ablate(lm.model, [SteerIntervention(d, 8.0)]):
+            p1 = lm.model(lm.normalize(xs)).softmax(1)[:, beach].mean()
+    assert p1 > p0 + 0.3, (float(p0), float(p1))
