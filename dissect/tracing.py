@@ -19,8 +19,9 @@ model, a batched forward with a hook per restored cell.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -125,10 +126,18 @@ class ConvChain:
 
     `ConvChain.of(model)` returns one for the ToyWorld CNN (and any model with the same
     `stages`/`pool`/`fc` layout), else None.
+
+    The suffix is run on differences: restoring one cell of a stage's output changes the next
+    conv's input by δ at that cell only, so its pre-activation is the corrupted one plus
+    conv(δ) (no bias), which a transposed conv of the δ window computes over exactly the cells
+    δ reaches; after the pointwise modules the new δ is the new window minus the corrupted
+    one, and so on to the last stage, whose window is pooled together with the corrupted
+    map outside it (for max pooling, from prefix/suffix maxima of that map).
     """
 
     def __init__(self, names: list[str], stages: list[nn.Sequential], pool: str, fc: nn.Linear):
         self.names, self.stages, self.pool, self.fc = names, stages, pool, fc
+        self._wt: dict[int, torch.Tensor] = {}
 
     @classmethod
     def of(cls, model: nn.Module) -> "ConvChain | None":
@@ -144,75 +153,146 @@ class ConvChain:
         pool = "max" if isinstance(model.pool, nn.AdaptiveMaxPool2d) else "avg"
         return cls(names, stages, pool, model.fc)
 
-    def suffix_probs(self, layer: str, acts_corrupt: dict[str, torch.Tensor],
-                     image: torch.Tensor, cells: torch.Tensor, values: torch.Tensor,
+    @contextmanager
+    def record(self, model: nn.Module) -> Iterator[dict]:
+        """Capture, during one forward pass of `model`, every stage's output (keyed by stage
+        name) and every stage's conv output before the pointwise modules (under "_z"): the
+        `acts_corrupt` that `suffix_probs` takes."""
+        acts: dict = {"_z": {}}
+        handles = []
+
+        def keep(o, name):
+            acts[name] = o.detach().clone()
+
+        def keep_z(o, k):
+            acts["_z"][k] = o.detach().clone()
+        try:
+            for k, (name, st) in enumerate(zip(self.names, self.stages)):
+                handles.append(st.register_forward_hook(
+                    lambda _m, _i, o, name=name: keep(o, name)))
+                handles.append(st[0].register_forward_hook(lambda _m, _i, o, k=k: keep_z(o, k)))
+            yield acts
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre_activation(self, acts: dict, k: int) -> torch.Tensor:
+        z = acts.setdefault("_z", {})
+        if k not in z:        # not recorded: recompute the corrupted conv output once
+            z[k] = self.stages[k][0](acts[self.names[k - 1]])
+        return z[k]
+
+    def _transposed_weight(self, conv: nn.Conv2d) -> torch.Tensor:
+        key = id(conv)
+        w = self._wt.get(key)
+        if w is None or w[0] is not conv.weight or w[1] != conv.weight._version:
+            wt = conv.weight.detach().transpose(0, 1).flip(2, 3).contiguous()
+            w = self._wt[key] = (conv.weight, conv.weight._version, wt)
+        return w[2]
+
+    @staticmethod
+    def _flat(cache: dict, key, t: torch.Tensor, pad: int) -> torch.Tensor:
+        """B×C×H×W -> (B·Hp·Wp)×C, zero-padded by `pad`, cached per batch."""
+        k = (key, pad)
+        if k not in cache:
+            cache[k] = F.pad(t, (pad,) * 4).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        return cache[k]
+
+    def suffix_probs(self, layer: str, acts_corrupt: dict, image: torch.Tensor,
+                     cells: torch.Tensor, values: torch.Tensor,
                      target: torch.Tensor) -> torch.Tensor:
         """p(target) for each variant: image b's corrupted run with `layer` cell (i, j) := value.
 
-        image [V] (batch row), cells [V, 2], values [V, C], target [V] (class index).
+        image [V] (batch row), cells [V, 2], values [V, C], target [V] (class index);
+        acts_corrupt: the corrupted run's stage outputs by name (see `record`). Windows are
+        kept channels-last (V×h×w×C) so that the gathers, the transposed convs and the
+        pointwise modules all run on contiguous channel rows.
         """
         li = self.names.index(layer)
         V = len(image)
-        padded = acts_corrupt.setdefault("_padded", {})
+        cache = acts_corrupt.setdefault("_flat", {})
+        dev = values.device
         y0, x0 = cells[:, 0].clone(), cells[:, 1].clone()
-        win = values[:, :, None, None]                       # V×C×1×1, at (y0, x0)
-        prev = acts_corrupt[layer]
-        for st in self.stages[li + 1:]:
-            conv = st[0]
-            win, y0, x0 = self._conv_window(conv, prev, image, win, y0, x0, padded)
-            for m in list(st)[1:]:
-                win = m(win)
-            prev = acts_corrupt[self.names[self.stages.index(st)]]
-        # global pool over the corrupted last map with the window pasted in
-        full = prev[image].clone()                           # V×C×h×w
-        h, w = full.shape[-2:]
-        wh, ww = win.shape[-2:]
-        ys = y0[:, None] + torch.arange(wh, device=y0.device)[None]   # V×wh
-        xs = x0[:, None] + torch.arange(ww, device=x0.device)[None]
-        valid = (ys[:, :, None] >= 0) & (ys[:, :, None] < h) & (xs[:, None, :] >= 0) & \
-            (xs[:, None, :] < w)                             # V×wh×ww
-        vi, yi, xi = torch.nonzero(valid, as_tuple=True)
-        full[vi, :, ys[vi, yi], xs[vi, xi]] = win[vi, :, yi, xi]
-        pooled = full.amax((2, 3)) if self.pool == "max" else full.mean((2, 3))
+        src = acts_corrupt[layer]
+        values = values.to(src.dtype)
+        win = values[:, None, None, :]                         # V×wh×ww×C at (y0, x0)
+        old = src[image, :, y0, x0][:, None, None, :]
+        valid = torch.ones(V, 1, 1, 1, dtype=torch.bool, device=dev)
+        last = len(self.stages) - 1
+        for k in range(li + 1, last + 1):
+            delta = (win - old) * valid if k > li + 1 else win - old      # 0 outside the map
+            conv = self.stages[k][0]
+            (kk, _), (s, _), (p, _), (d, _) = conv.kernel_size, conv.stride, conv.padding, \
+                conv.dilation
+            reach = d * (kk - 1)
+            wh, ww = delta.shape[1:3]
+            dz = F.conv_transpose2d(delta.permute(0, 3, 1, 2), self._transposed_weight(conv),
+                                    dilation=d).permute(0, 2, 3, 1)   # V×(wh+reach)×(ww+reach)×C
+            u0y, u0x = y0 + p - reach, x0 + p - reach           # stride-1 output origin
+            y0 = torch.div(u0y + s - 1, s, rounding_mode="floor")   # first real output (ceil)
+            x0 = torch.div(u0x + s - 1, s, rounding_mode="floor")
+            oh, ow = (wh - 1 + reach) // s + 1, (ww - 1 + reach) // s + 1
+            ar_h, ar_w = torch.arange(oh, device=dev), torch.arange(ow, device=dev)
+            if s > 1:                                           # keep every s-th, per variant
+                dz = F.pad(dz, (0, 0, 0, s - 1, 0, s - 1))
+                ty = (y0 * s - u0y)[:, None] + s * ar_h[None]
+                tx = (x0 * s - u0x)[:, None] + s * ar_w[None]
+                vv = torch.arange(V, device=dev)[:, None, None]
+                dz = dz[vv, ty[:, :, None], tx[:, None, :]]     # V×oh×ow×C
+            H, W = acts_corrupt[self.names[k]].shape[-2:]
+            P = max(oh, ow)
+            rows, cols = y0[:, None] + ar_h[None], x0[:, None] + ar_w[None]      # V×oh, V×ow
+            valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
+                ((cols >= 0) & (cols < W))[:, None, :, None]                  # V×oh×ow×1
+            idx = (image[:, None, None] * (H + 2 * P) + (rows.clamp(-P, H + P - 1) + P)[:, :, None]) \
+                * (W + 2 * P) + (cols.clamp(-P, W + P - 1) + P)[:, None, :]     # V×oh×ow
+            z = self._flat(cache, ("z", k), self._pre_activation(acts_corrupt, k), P)[idx]
+            z += dz
+            w = z.permute(0, 3, 1, 2)                           # V×C×oh×ow, channels last
+            for m in list(self.stages[k])[1:]:
+                w = m(w)
+            win = w.permute(0, 2, 3, 1)
+            if k < last or self.pool != "max":
+                old = self._flat(cache, ("a", k), acts_corrupt[self.names[k]], P)[idx]
+        full = acts_corrupt[self.names[last]]                  # the corrupted last map
+        H, W = full.shape[-2:]
+        wh, ww = win.shape[1:3]
+        if self.pool == "max":
+            inside = win.masked_fill(~valid, float("-inf")).amax((1, 2))
+            pooled = torch.maximum(inside, self._max_outside(cache, full, image, y0, x0, wh, ww))
+        else:
+            mean = cache.get(("mean",))
+            if mean is None:
+                mean = cache[("mean",)] = full.mean((2, 3))
+            pooled = mean[image] + ((win - old) * valid).sum((1, 2)) / (H * W)
         probs = self.fc(pooled).softmax(1)
-        return probs[torch.arange(V), target]
+        return probs[torch.arange(V, device=dev), target]
 
     @staticmethod
-    def _conv_window(conv: nn.Conv2d, prev: torch.Tensor, image: torch.Tensor, win: torch.Tensor,
-                     y0: torch.Tensor, x0: torch.Tensor, cache: dict):
-        """Apply `conv` to `prev` (B×C×H×W, corrupted) with each variant's window pasted in;
-        returns only the output window the pasted window can reach, and its origin."""
-        (k, _), (s, _), (p, _), (d, _) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-        reach = d * (k - 1)
-        wh, ww = win.shape[-2:]
-        oy0 = torch.div(y0 + p - reach + s - 1, s, rounding_mode="floor")   # ceil
-        ox0 = torch.div(x0 + p - reach + s - 1, s, rounding_mode="floor")
-        oh = (wh - 1 + reach) // s + 1
-        ow = (ww - 1 + reach) // s + 1
-        ih, iw = (oh - 1) * s + reach + 1, (ow - 1) * s + reach + 1
-        H, W = prev.shape[-2:]
-        pad = max(ih, iw) + p
-        key = (id(prev), pad)
-        if key not in cache:       # the corrupted map, zero-padded once per batch and layer
-            cache[key] = F.pad(prev, (pad, pad, pad, pad))
-        padded = cache[key]
-        # input window origin in unpadded coords: oy0*s - p
-        iy0, ix0 = oy0 * s - p, ox0 * s - p
-        ar_h = torch.arange(ih, device=prev.device)
-        ar_w = torch.arange(iw, device=prev.device)
-        rows = (iy0[:, None] + ar_h[None]) + pad            # V×ih (padded coords)
-        cols = (ix0[:, None] + ar_w[None]) + pad
-        inp = padded[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # V×ih×iw×C
-        inp = inp.permute(0, 3, 1, 2).contiguous()
-        # paste the window (only its in-bounds cells: outside the map the conv sees zeros)
-        wy = y0[:, None] + torch.arange(wh, device=prev.device)[None]
-        wx = x0[:, None] + torch.arange(ww, device=prev.device)[None]
-        ok = (wy[:, :, None] >= 0) & (wy[:, :, None] < H) & (wx[:, None, :] >= 0) & \
-            (wx[:, None, :] < W)
-        vi, a, b = torch.nonzero(ok, as_tuple=True)
-        inp[vi, :, wy[vi, a] - iy0[vi], wx[vi, b] - ix0[vi]] = win[vi, :, a, b]
-        out = F.conv2d(inp, conv.weight, conv.bias, stride=s, padding=0, dilation=d)
-        return out, oy0, ox0
+    def _max_outside(cache: dict, full: torch.Tensor, image: torch.Tensor, y0: torch.Tensor,
+                     x0: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+        """V×C: the max of image b's map `full` outside rows [y0, y0+wh) × cols [x0, x0+ww)
+        (-inf where the window covers the whole map): the max of the rows above, the rows
+        below, and the window's rows left and right of it, from prefix/suffix max tables."""
+        H, W = full.shape[-2:]
+        key = ("maxout", wh)
+        if key not in cache:
+            ninf = float("-inf")
+            rowmax = full.amax(3)                                           # B×C×H
+            edge = torch.full_like(rowmax[..., :1], ninf)
+            above = torch.cat([edge, rowmax.cummax(2).values], 2)           # rows < y
+            below = torch.cat([rowmax.flip(2).cummax(2).values.flip(2), edge], 2)   # rows ≥ y
+            strip = F.max_pool2d(F.pad(full, (0, 0, wh - 1, wh - 1), value=ninf), (wh, 1), 1)
+            edge = torch.full_like(strip[..., :1], ninf)                   # B×C×(H+wh-1)×W
+            left = torch.cat([edge, strip.cummax(3).values], 3)             # cols < x
+            right = torch.cat([strip.flip(3).cummax(3).values.flip(3), edge], 3)    # cols ≥ x
+            cache[key] = (above, below, left, right)
+        above, below, left, right = cache[key]
+        ya, yb = y0.clamp(0, H), (y0 + wh).clamp(0, H)
+        xa, xb = x0.clamp(0, W), (x0 + ww).clamp(0, W)
+        srow = (y0 + wh - 1).clamp(0, H + wh - 2)
+        return torch.maximum(torch.maximum(above[image, :, ya], below[image, :, yb]),
+                             torch.maximum(left[image, :, srow, xa], right[image, :, srow, xb]))
 
 
 # ---- the trace -------------------------------------------------------------------------------
@@ -237,20 +317,24 @@ def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequ
         logits = model(norm(x_clean))
     top = logits.argmax(1)
     p_clean = _prob(logits, top)
-    with capture(model, list(layers)) as corr:
-        p_corrupt = _prob(model(norm(x_corrupt)), top)
     chain = None if generic else ConvChain.of(model)
     if chain is not None and not set(layers) <= set(chain.names):
         chain = None
-    if chain is not None:
-        with capture(model, chain.names) as corr_all:
-            model(norm(x_corrupt))
+    if chain is not None:       # one corrupted pass records every stage (and conv) output
+        with chain.record(model) as corr:
+            p_corrupt = _prob(model(norm(x_corrupt)), top)
+    else:
+        with capture(model, list(layers)) as corr:
+            p_corrupt = _prob(model(norm(x_corrupt)), top)
     out = {"top": top, "p_clean": p_clean, "p_corrupt": p_corrupt, "all": {}, "cells": {},
            "runs": {}, "method": "windowed suffix" if chain is not None else "hooked forward"}
     for layer in layers:
         c_out = clean[layer]
-        with intervene(model, {layer: lambda o, c=c_out: c.clone()}):
-            out["all"][layer] = _prob(model(norm(x_corrupt)), top)
+        if chain is not None:   # a chain's suffix sees only this layer: the clean run's own
+            out["all"][layer] = p_clean.clone()
+        else:
+            with intervene(model, {layer: lambda o, c=c_out: c.clone()}):
+                out["all"][layer] = _prob(model(norm(x_corrupt)), top)
         if not per_cell or c_out.dim() != 4:
             continue
         h, w = c_out.shape[-2:]
@@ -262,7 +346,7 @@ def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequ
             b, ij = part[:, 0], part[:, 1:]
             vals = c_out[b, :, ij[:, 0], ij[:, 1]]
             if chain is not None:
-                p = chain.suffix_probs(layer, corr_all, b, ij, vals, top[b])
+                p = chain.suffix_probs(layer, corr, b, ij, vals, top[b])
             else:
                 p = _restore_cells_generic(lm, x_corrupt, layer, b, ij, vals, top[b])
             grid[b, ij[:, 0], ij[:, 1]] = (p - p_corrupt[b]).float().cpu()
