@@ -18,6 +18,7 @@ model, a batched forward with a hook per restored cell.
 """
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,7 +138,6 @@ class ConvChain:
 
     def __init__(self, names: list[str], stages: list[nn.Sequential], pool: str, fc: nn.Linear):
         self.names, self.stages, self.pool, self.fc = names, stages, pool, fc
-        self._wt: dict[int, torch.Tensor] = {}
 
     @classmethod
     def of(cls, model: nn.Module) -> "ConvChain | None":
@@ -182,21 +182,41 @@ class ConvChain:
             z[k] = self.stages[k][0](acts[self.names[k - 1]])
         return z[k]
 
-    def _transposed_weight(self, conv: nn.Conv2d) -> torch.Tensor:
-        key = id(conv)
-        w = self._wt.get(key)
-        if w is None or w[0] is not conv.weight or w[1] != conv.weight._version:
-            wt = conv.weight.detach().transpose(0, 1).flip(2, 3).contiguous()
-            w = self._wt[key] = (conv.weight, conv.weight._version, wt)
-        return w[2]
+    def _plan(self, cache: dict, acts: dict, k: int) -> dict:
+        """Stage k's pieces for the difference pass, once per batch: the transposed conv weight,
+        the corrupted pre-activation and output maps as zero-padded channels-last rows, and,
+        when the pointwise modules are an eval BatchNorm (folded into the weight and the
+        pre-activation) and/or ReLU, no module calls at all."""
+        key = ("plan", k)
+        if key in cache:
+            return cache[key]
+        st = self.stages[k]
+        conv = st[0]
+        pad = 1                          # the widest window at stage k: from a stage-0 cell
+        for c in (s[0] for s in self.stages[1:k + 1]):
+            pad = (pad - 1 + c.dilation[0] * (c.kernel_size[0] - 1)) // c.stride[0] + 1
+        wt = conv.weight.detach().transpose(0, 1).flip(2, 3)      # Cin×Cout×k×k
+        z = self._pre_activation(acts, k)
+        mods = [m for m in list(st)[1:] if not isinstance(m, nn.Identity)]
+        bn = mods[0] if mods and isinstance(mods[0], nn.BatchNorm2d) else None
+        rest = mods[1:] if bn is not None else mods
+        fused = all(isinstance(m, nn.ReLU) for m in rest) and (
+            bn is None or (not bn.training and bn.running_mean is not None))
+        if fused and bn is not None:
+            scale = (bn.running_var + bn.eps).rsqrt()
+            shift = -bn.running_mean * scale
+            if bn.affine:
+                scale = scale * bn.weight
+                shift = shift * bn.weight + bn.bias
+            wt = wt * scale[None, :, None, None]
+            z = z * scale[:, None, None] + shift[:, None, None]
 
-    @staticmethod
-    def _flat(cache: dict, key, t: torch.Tensor, pad: int) -> torch.Tensor:
-        """B×C×H×W -> (B·Hp·Wp)×C, zero-padded by `pad`, cached per batch."""
-        k = (key, pad)
-        if k not in cache:
-            cache[k] = F.pad(t, (pad,) * 4).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-        return cache[k]
+        def rows(t):
+            return F.pad(t, (pad,) * 4).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        plan = {"wt": wt.contiguous(), "z": rows(z), "a": rows(acts[self.names[k]]), "pad": pad,
+                "fused": fused, "relu": bool(rest), "mods": mods}
+        cache[key] = plan
+        return plan
 
     def suffix_probs(self, layer: str, acts_corrupt: dict, image: torch.Tensor,
                      cells: torch.Tensor, values: torch.Tensor,
@@ -206,7 +226,7 @@ class ConvChain:
         image [V] (batch row), cells [V, 2], values [V, C], target [V] (class index);
         acts_corrupt: the corrupted run's stage outputs by name (see `record`). Windows are
         kept channels-last (V×h×w×C) so that the gathers, the transposed convs and the
-        pointwise modules all run on contiguous channel rows.
+        pointwise steps all run on contiguous channel rows.
         """
         li = self.names.index(layer)
         V = len(image)
@@ -217,16 +237,19 @@ class ConvChain:
         values = values.to(src.dtype)
         win = values[:, None, None, :]                         # V×wh×ww×C at (y0, x0)
         old = src[image, :, y0, x0][:, None, None, :]
-        valid = torch.ones(V, 1, 1, 1, dtype=torch.bool, device=dev)
+        valid = None
         last = len(self.stages) - 1
         for k in range(li + 1, last + 1):
-            delta = (win - old) * valid if k > li + 1 else win - old      # 0 outside the map
+            delta = win - old
+            if valid is not None:
+                delta.mul_(valid)                               # 0 outside the map
+            plan = self._plan(cache, acts_corrupt, k)
             conv = self.stages[k][0]
             (kk, _), (s, _), (p, _), (d, _) = conv.kernel_size, conv.stride, conv.padding, \
                 conv.dilation
             reach = d * (kk - 1)
             wh, ww = delta.shape[1:3]
-            dz = F.conv_transpose2d(delta.permute(0, 3, 1, 2), self._transposed_weight(conv),
+            dz = F.conv_transpose2d(delta.permute(0, 3, 1, 2), plan["wt"],
                                     dilation=d).permute(0, 2, 3, 1)   # V×(wh+reach)×(ww+reach)×C
             u0y, u0x = y0 + p - reach, x0 + p - reach           # stride-1 output origin
             y0 = torch.div(u0y + s - 1, s, rounding_mode="floor")   # first real output (ceil)
@@ -240,31 +263,39 @@ class ConvChain:
                 vv = torch.arange(V, device=dev)[:, None, None]
                 dz = dz[vv, ty[:, :, None], tx[:, None, :]]     # V×oh×ow×C
             H, W = acts_corrupt[self.names[k]].shape[-2:]
-            P = max(oh, ow)
+            P = plan["pad"]
             rows, cols = y0[:, None] + ar_h[None], x0[:, None] + ar_w[None]      # V×oh, V×ow
             valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
                 ((cols >= 0) & (cols < W))[:, None, :, None]                  # V×oh×ow×1
             idx = (image[:, None, None] * (H + 2 * P) + (rows.clamp(-P, H + P - 1) + P)[:, :, None]) \
                 * (W + 2 * P) + (cols.clamp(-P, W + P - 1) + P)[:, None, :]     # V×oh×ow
-            z = self._flat(cache, ("z", k), self._pre_activation(acts_corrupt, k), P)[idx]
-            z += dz
-            w = z.permute(0, 3, 1, 2)                           # V×C×oh×ow, channels last
-            for m in list(self.stages[k])[1:]:
-                w = m(w)
-            win = w.permute(0, 2, 3, 1)
+            win = plan["z"][idx]
+            win += dz
+            if plan["fused"]:
+                if plan["relu"]:
+                    win.clamp_min_(0)
+            else:
+                w = win.permute(0, 3, 1, 2)
+                for m in plan["mods"]:
+                    w = m(w)
+                win = w.permute(0, 2, 3, 1).contiguous()
             if k < last or self.pool != "max":
-                old = self._flat(cache, ("a", k), acts_corrupt[self.names[k]], P)[idx]
+                old = plan["a"][idx]
         full = acts_corrupt[self.names[last]]                  # the corrupted last map
         H, W = full.shape[-2:]
         wh, ww = win.shape[1:3]
         if self.pool == "max":
-            inside = win.masked_fill(~valid, float("-inf")).amax((1, 2))
-            pooled = torch.maximum(inside, self._max_outside(cache, full, image, y0, x0, wh, ww))
+            inside = (win.masked_fill_(~valid, float("-inf")) if valid is not None else win)
+            pooled = torch.maximum(inside.amax((1, 2)),
+                                   self._max_outside(cache, full, image, y0, x0, wh, ww))
         else:
             mean = cache.get(("mean",))
             if mean is None:
                 mean = cache[("mean",)] = full.mean((2, 3))
-            pooled = mean[image] + ((win - old) * valid).sum((1, 2)) / (H * W)
+            change = win - old
+            if valid is not None:
+                change.mul_(valid)
+            pooled = mean[image] + change.sum((1, 2)) / (H * W)
         probs = self.fc(pooled).softmax(1)
         return probs[torch.arange(V, device=dev), target]
 
@@ -278,14 +309,22 @@ class ConvChain:
         key = ("maxout", wh)
         if key not in cache:
             ninf = float("-inf")
+
+            def prefix(t):       # [..., n] -> [..., n+1]: max over the first i (i = 0..n)
+                out = torch.full(t.shape[:-1] + (t.shape[-1] + 1,), ninf, dtype=t.dtype,
+                                 device=t.device)
+                for i in range(t.shape[-1]):
+                    torch.maximum(out[..., i], t[..., i], out=out[..., i + 1])
+                return out
+
+            def suffix(t):       # [..., n] -> [..., n+1]: max over i.. (i = 0..n)
+                return prefix(t.flip(-1)).flip(-1)
             rowmax = full.amax(3)                                           # B×C×H
-            edge = torch.full_like(rowmax[..., :1], ninf)
-            above = torch.cat([edge, rowmax.cummax(2).values], 2)           # rows < y
-            below = torch.cat([rowmax.flip(2).cummax(2).values.flip(2), edge], 2)   # rows ≥ y
-            strip = F.max_pool2d(F.pad(full, (0, 0, wh - 1, wh - 1), value=ninf), (wh, 1), 1)
-            edge = torch.full_like(strip[..., :1], ninf)                   # B×C×(H+wh-1)×W
-            left = torch.cat([edge, strip.cummax(3).values], 3)             # cols < x
-            right = torch.cat([strip.flip(3).cummax(3).values.flip(3), edge], 3)    # cols ≥ x
+            above, below = prefix(rowmax), suffix(rowmax)                   # rows < y, ≥ y
+            strip = F.pad(full, (0, 0, wh - 1, wh - 1), value=ninf)
+            n = H + wh - 1        # strip[r]: max over the rows r-wh+1..r, for r = 0..n-1
+            strip = functools.reduce(torch.maximum, [strip[:, :, i:i + n] for i in range(wh)])
+            left, right = prefix(strip), suffix(strip)                     # cols < x, ≥ x
             cache[key] = (above, below, left, right)
         above, below, left, right = cache[key]
         ya, yb = y0.clamp(0, H), (y0 + wh).clamp(0, H)
