@@ -211,10 +211,15 @@ class ConvChain:
             wt = wt * scale[None, :, None, None]
             z = z * scale[:, None, None] + shift[:, None, None]
 
-        def rows(t):
-            return F.pad(t, (pad,) * 4).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-        plan = {"wt": wt.contiguous(), "z": rows(z), "a": rows(acts[self.names[k]]), "pad": pad,
-                "fused": fused, "relu": bool(rest), "mods": mods}
+        # off the map: a pre-activation of -inf makes a fused ReLU give 0 there, the output
+        # padding, so no window needs masking (without a ReLU, windows are masked instead)
+        ninf = fused and bool(rest)
+
+        def rows(t, value=0.0):
+            return F.pad(t, (pad,) * 4, value=value).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        plan = {"wt": wt.contiguous(), "z": rows(z, float("-inf") if ninf else 0.0),
+                "a": rows(acts[self.names[k]]), "pad": pad, "fused": fused, "relu": bool(rest),
+                "mods": mods, "masked": ninf}
         cache[key] = plan
         return plan
 
@@ -237,7 +242,7 @@ class ConvChain:
         values = values.to(src.dtype)
         win = values[:, None, None, :]                         # V×wh×ww×C at (y0, x0)
         old = src[image, :, y0, x0][:, None, None, :]
-        valid = None
+        valid = None                                            # None: nothing to mask
         last = len(self.stages) - 1
         for k in range(li + 1, last + 1):
             delta = win - old
@@ -265,11 +270,15 @@ class ConvChain:
             H, W = acts_corrupt[self.names[k]].shape[-2:]
             P = plan["pad"]
             rows, cols = y0[:, None] + ar_h[None], x0[:, None] + ar_w[None]      # V×oh, V×ow
-            valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
-                ((cols >= 0) & (cols < W))[:, None, :, None]                  # V×oh×ow×1
+            if plan["masked"]:
+                valid = None
+            else:
+                valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
+                    ((cols >= 0) & (cols < W))[:, None, :, None]              # V×oh×ow×1
             idx = (image[:, None, None] * (H + 2 * P) + (rows.clamp(-P, H + P - 1) + P)[:, :, None]) \
                 * (W + 2 * P) + (cols.clamp(-P, W + P - 1) + P)[:, None, :]     # V×oh×ow
-            win = plan["z"][idx]
+            idx = idx.view(-1)
+            win = plan["z"].index_select(0, idx).view(V, oh, ow, -1)
             win += dz
             if plan["fused"]:
                 if plan["relu"]:
@@ -280,13 +289,13 @@ class ConvChain:
                     w = m(w)
                 win = w.permute(0, 2, 3, 1).contiguous()
             if k < last or self.pool != "max":
-                old = plan["a"][idx]
+                old = plan["a"].index_select(0, idx).view(V, oh, ow, -1)
         full = acts_corrupt[self.names[last]]                  # the corrupted last map
         H, W = full.shape[-2:]
         wh, ww = win.shape[1:3]
         if self.pool == "max":
             inside = (win.masked_fill_(~valid, float("-inf")) if valid is not None else win)
-            pooled = torch.maximum(inside.amax((1, 2)),
+            pooled = torch.maximum(inside.amax((1, 2)),     # (a ReLU's 0 off the map: ≤ max)
                                    self._max_outside(cache, full, image, y0, x0, wh, ww))
         else:
             mean = cache.get(("mean",))
@@ -348,7 +357,7 @@ def _prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequence[str],
-                per_cell: bool = True, variants: int = 1024, generic: bool = False) -> dict:
+                per_cell: bool = True, variants: int = 512, generic: bool = False) -> dict:
     """Tracing on one batch of clean/corrupted images01: see `trace`."""
     model, norm = lm.model, lm.normalize
     B = len(x_clean)
