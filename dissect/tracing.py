@@ -13,8 +13,10 @@ p_c(restored) − p_c(corrupted), as in ROME's causal trace. Restoring a cell wh
 the corruption did not change (outside every receptive field of the mask) changes nothing:
 those cells are given 0 without running. The other cells run exactly, either through a
 windowed suffix (chains of conv/BN/ReLU ending in global pooling + linear, e.g. the ToyWorld
-CNN: only the cone of cells that the restored cell reaches is recomputed) or, for any other
-model, a batched forward with a hook per restored cell.
+CNN: only the cone of cells that the restored cell reaches is recomputed, as the corrupted
+run plus the change that the restored cell makes; see `ConvChain`) or, for any other model,
+a batched forward with a hook per restored cell. For a chain, restoring every position of a
+layer is the clean run itself, so its p is the clean p (no forward is run for it).
 """
 from __future__ import annotations
 
