@@ -171,3 +171,25 @@ def test_difference_suffix_other_pointwise_orders_and_pooling(lm, sun_images, po
     x, masks = sun_images[0][1:2], sun_images[1][1:2]
     x_bad = corrupt_images(x, masks, "noise", seed=0)
     _fast_vs_slow(other, x, x_bad, ["conv2", "conv3", "conv5", "conv6"])
+
+
+def test_suffix_probs_from_a_plain_capture(lm, sun_images):
+    """`ConvChain.suffix_probs` also takes a plain capture of the stage outputs (the conv
+    outputs are then recomputed), and gives what the trace gave."""
+    from dissect.hooks import capture
+    from dissect.tracing import ConvChain
+    x, masks = sun_images[0][:2], sun_images[1][:2]
+    x_bad = corrupt_images(x, masks, "noise", seed=0)
+    chain = ConvChain.of(lm.model)
+    with torch.no_grad():
+        res = trace_batch(lm, x, x_bad, ["conv3"])
+        with capture(lm.model, LAYERS) as clean:
+            lm.model(lm.normalize(x))
+        with capture(lm.model, chain.names) as corr:
+            lm.model(lm.normalize(x_bad))
+        todo = torch.nonzero(res["cells"]["conv3"])[:50]
+        b, ij = todo[:, 0], todo[:, 1:]
+        p = chain.suffix_probs("conv3", corr, b, ij, clean["conv3"][b, :, ij[:, 0], ij[:, 1]],
+                               res["top"][b])
+    assert torch.allclose(p - res["p_corrupt"][b], res["cells"]["conv3"][b, ij[:, 0], ij[:, 1]],
+                          atol=1e-6)
