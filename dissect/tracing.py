@@ -277,9 +277,9 @@ class ConvChain:
             else:
                 valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
                     ((cols >= 0) & (cols < W))[:, None, :, None]              # V×oh×ow×1
-            idx = (image[:, None, None] * (H + 2 * P) + (rows.clamp(-P, H + P - 1) + P)[:, :, None]) \
-                * (W + 2 * P) + (cols.clamp(-P, W + P - 1) + P)[:, None, :]     # V×oh×ow
-            idx = idx.view(-1)
+            ry = (rows.clamp(-P, H + P - 1) + P)[:, :, None]
+            rx = (cols.clamp(-P, W + P - 1) + P)[:, None, :]
+            idx = ((image[:, None, None] * (H + 2 * P) + ry) * (W + 2 * P) + rx).view(-1)
             win = plan["z"].index_select(0, idx).view(V, oh, ow, -1)
             win += dz
             if plan["fused"]:
