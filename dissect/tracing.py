@@ -13,14 +13,18 @@ p_c(restored) − p_c(corrupted), as in ROME's causal trace. Restoring a cell wh
 the corruption did not change (outside every receptive field of the mask) changes nothing:
 those cells are given 0 without running. The other cells run exactly, either through a
 windowed suffix (chains of conv/BN/ReLU ending in global pooling + linear, e.g. the ToyWorld
-CNN: only the cone of cells that the restored cell reaches is recomputed) or, for any other
-model, a batched forward with a hook per restored cell.
+CNN: only the cone of cells that the restored cell reaches is recomputed, as the corrupted
+run plus the change that the restored cell makes; see `ConvChain`) or, for any other model,
+a batched forward with a hook per restored cell. For a chain, restoring every position of a
+layer is the clean run itself, so its p is the clean p (no forward is run for it).
 """
 from __future__ import annotations
 
+import functools
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -125,6 +129,13 @@ class ConvChain:
 
     `ConvChain.of(model)` returns one for the ToyWorld CNN (and any model with the same
     `stages`/`pool`/`fc` layout), else None.
+
+    The suffix is run on differences: restoring one cell of a stage's output changes the next
+    conv's input by δ at that cell only, so its pre-activation is the corrupted one plus
+    conv(δ) (no bias), which a transposed conv of the δ window computes over exactly the cells
+    δ reaches; after the pointwise modules the new δ is the new window minus the corrupted
+    one, and so on to the last stage, whose window is pooled together with the corrupted
+    map outside it (for max pooling, from prefix/suffix maxima of that map).
     """
 
     def __init__(self, names: list[str], stages: list[nn.Sequential], pool: str, fc: nn.Linear):
@@ -144,75 +155,194 @@ class ConvChain:
         pool = "max" if isinstance(model.pool, nn.AdaptiveMaxPool2d) else "avg"
         return cls(names, stages, pool, model.fc)
 
-    def suffix_probs(self, layer: str, acts_corrupt: dict[str, torch.Tensor],
-                     image: torch.Tensor, cells: torch.Tensor, values: torch.Tensor,
+    @contextmanager
+    def record(self, model: nn.Module) -> Iterator[dict]:
+        """Capture, during one forward pass of `model`, every stage's output (keyed by stage
+        name) and every stage's conv output before the pointwise modules (under "_z"): the
+        `acts_corrupt` that `suffix_probs` takes."""
+        acts: dict = {"_z": {}}
+        handles = []
+
+        def keep(o, name):
+            acts[name] = o.detach().clone()
+
+        def keep_z(o, k):
+            acts["_z"][k] = o.detach().clone()
+        try:
+            for k, (name, st) in enumerate(zip(self.names, self.stages)):
+                handles.append(st.register_forward_hook(
+                    lambda _m, _i, o, name=name: keep(o, name)))
+                handles.append(st[0].register_forward_hook(lambda _m, _i, o, k=k: keep_z(o, k)))
+            yield acts
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre_activation(self, acts: dict, k: int) -> torch.Tensor:
+        z = acts.setdefault("_z", {})
+        if k not in z:        # not recorded: recompute the corrupted conv output once
+            z[k] = self.stages[k][0](acts[self.names[k - 1]])
+        return z[k]
+
+    def _plan(self, cache: dict, acts: dict, k: int) -> dict:
+        """Stage k's pieces for the difference pass, once per batch: the transposed conv weight,
+        the corrupted pre-activation and output maps as zero-padded channels-last rows, and,
+        when the pointwise modules are an eval BatchNorm (folded into the weight and the
+        pre-activation) and/or ReLU, no module calls at all."""
+        key = ("plan", k)
+        if key in cache:
+            return cache[key]
+        st = self.stages[k]
+        conv = st[0]
+        pad = 1                          # the widest window at stage k: from a stage-0 cell
+        for c in (s[0] for s in self.stages[1:k + 1]):
+            pad = (pad - 1 + c.dilation[0] * (c.kernel_size[0] - 1)) // c.stride[0] + 1
+        wt = conv.weight.detach().transpose(0, 1).flip(2, 3)      # Cin×Cout×k×k
+        z = self._pre_activation(acts, k)
+        mods = [m for m in list(st)[1:] if not isinstance(m, nn.Identity)]
+        bn = mods[0] if mods and isinstance(mods[0], nn.BatchNorm2d) else None
+        rest = mods[1:] if bn is not None else mods
+        fused = all(isinstance(m, nn.ReLU) for m in rest) and (
+            bn is None or (not bn.training and bn.running_mean is not None))
+        if fused and bn is not None:
+            scale = (bn.running_var + bn.eps).rsqrt()
+            shift = -bn.running_mean * scale
+            if bn.affine:
+                scale = scale * bn.weight
+                shift = shift * bn.weight + bn.bias
+            wt = wt * scale[None, :, None, None]
+            z = z * scale[:, None, None] + shift[:, None, None]
+
+        # off the map: a pre-activation of -inf makes a fused ReLU give 0 there, the output
+        # padding, so no window needs masking (without a ReLU, windows are masked instead)
+        ninf = fused and bool(rest)
+
+        def rows(t, value=0.0):
+            return F.pad(t, (pad,) * 4, value=value).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        plan = {"wt": wt.contiguous(), "z": rows(z, float("-inf") if ninf else 0.0),
+                "a": rows(acts[self.names[k]]), "pad": pad, "fused": fused, "relu": bool(rest),
+                "mods": mods, "masked": ninf}
+        cache[key] = plan
+        return plan
+
+    def suffix_probs(self, layer: str, acts_corrupt: dict, image: torch.Tensor,
+                     cells: torch.Tensor, values: torch.Tensor,
                      target: torch.Tensor) -> torch.Tensor:
         """p(target) for each variant: image b's corrupted run with `layer` cell (i, j) := value.
 
-        image [V] (batch row), cells [V, 2], values [V, C], target [V] (class index).
+        image [V] (batch row), cells [V, 2], values [V, C], target [V] (class index);
+        acts_corrupt: the corrupted run's stage outputs by name (see `record`). Windows are
+        kept channels-last (V×h×w×C) so that the gathers, the transposed convs and the
+        pointwise steps all run on contiguous channel rows.
         """
         li = self.names.index(layer)
         V = len(image)
-        padded = acts_corrupt.setdefault("_padded", {})
+        cache = acts_corrupt.setdefault("_flat", {})
+        dev = values.device
         y0, x0 = cells[:, 0].clone(), cells[:, 1].clone()
-        win = values[:, :, None, None]                       # V×C×1×1, at (y0, x0)
-        prev = acts_corrupt[layer]
-        for st in self.stages[li + 1:]:
-            conv = st[0]
-            win, y0, x0 = self._conv_window(conv, prev, image, win, y0, x0, padded)
-            for m in list(st)[1:]:
-                win = m(win)
-            prev = acts_corrupt[self.names[self.stages.index(st)]]
-        # global pool over the corrupted last map with the window pasted in
-        full = prev[image].clone()                           # V×C×h×w
-        h, w = full.shape[-2:]
-        wh, ww = win.shape[-2:]
-        ys = y0[:, None] + torch.arange(wh, device=y0.device)[None]   # V×wh
-        xs = x0[:, None] + torch.arange(ww, device=x0.device)[None]
-        valid = (ys[:, :, None] >= 0) & (ys[:, :, None] < h) & (xs[:, None, :] >= 0) & \
-            (xs[:, None, :] < w)                             # V×wh×ww
-        vi, yi, xi = torch.nonzero(valid, as_tuple=True)
-        full[vi, :, ys[vi, yi], xs[vi, xi]] = win[vi, :, yi, xi]
-        pooled = full.amax((2, 3)) if self.pool == "max" else full.mean((2, 3))
+        src = acts_corrupt[layer]
+        values = values.to(src.dtype)
+        win = values[:, None, None, :]                         # V×wh×ww×C at (y0, x0)
+        old = src[image, :, y0, x0][:, None, None, :]
+        valid = None                                            # None: nothing to mask
+        last = len(self.stages) - 1
+        for k in range(li + 1, last + 1):
+            delta = win - old
+            if valid is not None:
+                delta.mul_(valid)                               # 0 outside the map
+            plan = self._plan(cache, acts_corrupt, k)
+            conv = self.stages[k][0]
+            (kk, _), (s, _), (p, _), (d, _) = conv.kernel_size, conv.stride, conv.padding, \
+                conv.dilation
+            reach = d * (kk - 1)
+            wh, ww = delta.shape[1:3]
+            dz = F.conv_transpose2d(delta.permute(0, 3, 1, 2), plan["wt"],
+                                    dilation=d).permute(0, 2, 3, 1)   # V×(wh+reach)×(ww+reach)×C
+            u0y, u0x = y0 + p - reach, x0 + p - reach           # stride-1 output origin
+            y0 = torch.div(u0y + s - 1, s, rounding_mode="floor")   # first real output (ceil)
+            x0 = torch.div(u0x + s - 1, s, rounding_mode="floor")
+            oh, ow = (wh - 1 + reach) // s + 1, (ww - 1 + reach) // s + 1
+            ar_h, ar_w = torch.arange(oh, device=dev), torch.arange(ow, device=dev)
+            if s > 1:                                           # keep every s-th, per variant
+                dz = F.pad(dz, (0, 0, 0, s - 1, 0, s - 1))
+                ty = (y0 * s - u0y)[:, None] + s * ar_h[None]
+                tx = (x0 * s - u0x)[:, None] + s * ar_w[None]
+                vv = torch.arange(V, device=dev)[:, None, None]
+                dz = dz[vv, ty[:, :, None], tx[:, None, :]]     # V×oh×ow×C
+            H, W = acts_corrupt[self.names[k]].shape[-2:]
+            P = plan["pad"]
+            rows, cols = y0[:, None] + ar_h[None], x0[:, None] + ar_w[None]      # V×oh, V×ow
+            if plan["masked"]:
+                valid = None
+            else:
+                valid = ((rows >= 0) & (rows < H))[:, :, None, None] & \
+                    ((cols >= 0) & (cols < W))[:, None, :, None]              # V×oh×ow×1
+            ry = (rows.clamp(-P, H + P - 1) + P)[:, :, None]
+            rx = (cols.clamp(-P, W + P - 1) + P)[:, None, :]
+            idx = ((image[:, None, None] * (H + 2 * P) + ry) * (W + 2 * P) + rx).view(-1)
+            win = plan["z"].index_select(0, idx).view(V, oh, ow, -1)
+            win += dz
+            if plan["fused"]:
+                if plan["relu"]:
+                    win.clamp_min_(0)
+            else:
+                w = win.permute(0, 3, 1, 2)
+                for m in plan["mods"]:
+                    w = m(w)
+                win = w.permute(0, 2, 3, 1).contiguous()
+            if k < last or self.pool != "max":
+                old = plan["a"].index_select(0, idx).view(V, oh, ow, -1)
+        full = acts_corrupt[self.names[last]]                  # the corrupted last map
+        H, W = full.shape[-2:]
+        wh, ww = win.shape[1:3]
+        if self.pool == "max":
+            inside = (win.masked_fill_(~valid, float("-inf")) if valid is not None else win)
+            pooled = torch.maximum(inside.amax((1, 2)),     # (a ReLU's 0 off the map: ≤ max)
+                                   self._max_outside(cache, full, image, y0, x0, wh, ww))
+        else:
+            mean = cache.get(("mean",))
+            if mean is None:
+                mean = cache[("mean",)] = full.mean((2, 3))
+            change = win - old
+            if valid is not None:
+                change.mul_(valid)
+            pooled = mean[image] + change.sum((1, 2)) / (H * W)
         probs = self.fc(pooled).softmax(1)
-        return probs[torch.arange(V), target]
+        return probs[torch.arange(V, device=dev), target]
 
     @staticmethod
-    def _conv_window(conv: nn.Conv2d, prev: torch.Tensor, image: torch.Tensor, win: torch.Tensor,
-                     y0: torch.Tensor, x0: torch.Tensor, cache: dict):
-        """Apply `conv` to `prev` (B×C×H×W, corrupted) with each variant's window pasted in;
-        returns only the output window the pasted window can reach, and its origin."""
-        (k, _), (s, _), (p, _), (d, _) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-        reach = d * (k - 1)
-        wh, ww = win.shape[-2:]
-        oy0 = torch.div(y0 + p - reach + s - 1, s, rounding_mode="floor")   # ceil
-        ox0 = torch.div(x0 + p - reach + s - 1, s, rounding_mode="floor")
-        oh = (wh - 1 + reach) // s + 1
-        ow = (ww - 1 + reach) // s + 1
-        ih, iw = (oh - 1) * s + reach + 1, (ow - 1) * s + reach + 1
-        H, W = prev.shape[-2:]
-        pad = max(ih, iw) + p
-        key = (id(prev), pad)
-        if key not in cache:       # the corrupted map, zero-padded once per batch and layer
-            cache[key] = F.pad(prev, (pad, pad, pad, pad))
-        padded = cache[key]
-        # input window origin in unpadded coords: oy0*s - p
-        iy0, ix0 = oy0 * s - p, ox0 * s - p
-        ar_h = torch.arange(ih, device=prev.device)
-        ar_w = torch.arange(iw, device=prev.device)
-        rows = (iy0[:, None] + ar_h[None]) + pad            # V×ih (padded coords)
-        cols = (ix0[:, None] + ar_w[None]) + pad
-        inp = padded[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # V×ih×iw×C
-        inp = inp.permute(0, 3, 1, 2).contiguous()
-        # paste the window (only its in-bounds cells: outside the map the conv sees zeros)
-        wy = y0[:, None] + torch.arange(wh, device=prev.device)[None]
-        wx = x0[:, None] + torch.arange(ww, device=prev.device)[None]
-        ok = (wy[:, :, None] >= 0) & (wy[:, :, None] < H) & (wx[:, None, :] >= 0) & \
-            (wx[:, None, :] < W)
-        vi, a, b = torch.nonzero(ok, as_tuple=True)
-        inp[vi, :, wy[vi, a] - iy0[vi], wx[vi, b] - ix0[vi]] = win[vi, :, a, b]
-        out = F.conv2d(inp, conv.weight, conv.bias, stride=s, padding=0, dilation=d)
-        return out, oy0, ox0
+    def _max_outside(cache: dict, full: torch.Tensor, image: torch.Tensor, y0: torch.Tensor,
+                     x0: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+        """V×C: the max of image b's map `full` outside rows [y0, y0+wh) × cols [x0, x0+ww)
+        (-inf where the window covers the whole map): the max of the rows above, the rows
+        below, and the window's rows left and right of it, from prefix/suffix max tables."""
+        H, W = full.shape[-2:]
+        key = ("maxout", wh)
+        if key not in cache:
+            ninf = float("-inf")
+
+            def prefix(t):       # [..., n] -> [..., n+1]: max over the first i (i = 0..n)
+                out = torch.full(t.shape[:-1] + (t.shape[-1] + 1,), ninf, dtype=t.dtype,
+                                 device=t.device)
+                for i in range(t.shape[-1]):
+                    torch.maximum(out[..., i], t[..., i], out=out[..., i + 1])
+                return out
+
+            def suffix(t):       # [..., n] -> [..., n+1]: max over i.. (i = 0..n)
+                return prefix(t.flip(-1)).flip(-1)
+            rowmax = full.amax(3)                                           # B×C×H
+            above, below = prefix(rowmax), suffix(rowmax)                   # rows < y, ≥ y
+            strip = F.pad(full, (0, 0, wh - 1, wh - 1), value=ninf)
+            n = H + wh - 1        # strip[r]: max over the rows r-wh+1..r, for r = 0..n-1
+            strip = functools.reduce(torch.maximum, [strip[:, :, i:i + n] for i in range(wh)])
+            left, right = prefix(strip), suffix(strip)                     # cols < x, ≥ x
+            cache[key] = (above, below, left, right)
+        above, below, left, right = cache[key]
+        ya, yb = y0.clamp(0, H), (y0 + wh).clamp(0, H)
+        xa, xb = x0.clamp(0, W), (x0 + ww).clamp(0, W)
+        srow = (y0 + wh - 1).clamp(0, H + wh - 2)
+        return torch.maximum(torch.maximum(above[image, :, ya], below[image, :, yb]),
+                             torch.maximum(left[image, :, srow, xa], right[image, :, srow, xb]))
 
 
 # ---- the trace -------------------------------------------------------------------------------
@@ -229,7 +359,7 @@ def _prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequence[str],
-                per_cell: bool = True, variants: int = 1024, generic: bool = False) -> dict:
+                per_cell: bool = True, variants: int = 512, generic: bool = False) -> dict:
     """Tracing on one batch of clean/corrupted images01: see `trace`."""
     model, norm = lm.model, lm.normalize
     B = len(x_clean)
@@ -237,20 +367,24 @@ def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequ
         logits = model(norm(x_clean))
     top = logits.argmax(1)
     p_clean = _prob(logits, top)
-    with capture(model, list(layers)) as corr:
-        p_corrupt = _prob(model(norm(x_corrupt)), top)
     chain = None if generic else ConvChain.of(model)
     if chain is not None and not set(layers) <= set(chain.names):
         chain = None
-    if chain is not None:
-        with capture(model, chain.names) as corr_all:
-            model(norm(x_corrupt))
+    if chain is not None:       # one corrupted pass records every stage (and conv) output
+        with chain.record(model) as corr:
+            p_corrupt = _prob(model(norm(x_corrupt)), top)
+    else:
+        with capture(model, list(layers)) as corr:
+            p_corrupt = _prob(model(norm(x_corrupt)), top)
     out = {"top": top, "p_clean": p_clean, "p_corrupt": p_corrupt, "all": {}, "cells": {},
            "runs": {}, "method": "windowed suffix" if chain is not None else "hooked forward"}
     for layer in layers:
         c_out = clean[layer]
-        with intervene(model, {layer: lambda o, c=c_out: c.clone()}):
-            out["all"][layer] = _prob(model(norm(x_corrupt)), top)
+        if chain is not None:   # a chain's suffix sees only this layer: the clean run's own
+            out["all"][layer] = p_clean.clone()
+        else:
+            with intervene(model, {layer: lambda o, c=c_out: c.clone()}):
+                out["all"][layer] = _prob(model(norm(x_corrupt)), top)
         if not per_cell or c_out.dim() != 4:
             continue
         h, w = c_out.shape[-2:]
@@ -262,7 +396,7 @@ def trace_batch(lm, x_clean: torch.Tensor, x_corrupt: torch.Tensor, layers: Sequ
             b, ij = part[:, 0], part[:, 1:]
             vals = c_out[b, :, ij[:, 0], ij[:, 1]]
             if chain is not None:
-                p = chain.suffix_probs(layer, corr_all, b, ij, vals, top[b])
+                p = chain.suffix_probs(layer, corr, b, ij, vals, top[b])
             else:
                 p = _restore_cells_generic(lm, x_corrupt, layer, b, ij, vals, top[b])
             grid[b, ij[:, 0], ij[:, 1]] = (p - p_corrupt[b]).float().cpu()

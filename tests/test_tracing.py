@@ -131,3 +131,65 @@ def test_trace_cli_json_and_bad_input(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["trace", "--model", "toyworld", "--concept", "sun", "--probe", "toyworld:20",
               "--corrupt", "smudge"])
+
+
+def _fast_vs_slow(lm, x, x_bad, layers):
+    with torch.no_grad():
+        fast = trace_batch(lm, x, x_bad, layers)
+        slow = trace_batch(lm, x, x_bad, layers, generic=True)
+    assert fast["method"] == "windowed suffix" and slow["method"] == "hooked forward"
+    assert torch.equal(fast["p_corrupt"], slow["p_corrupt"])
+    for layer in layers:
+        assert fast["runs"][layer] == slow["runs"][layer] > 0, layer
+        assert torch.allclose(fast["cells"][layer], slow["cells"][layer], atol=1e-6), layer
+        assert torch.allclose(fast["all"][layer], slow["all"][layer], atol=1e-6), layer
+    return fast
+
+
+def test_difference_suffix_equals_hooked_forward_on_every_layer(lm, sun_images):
+    """Strided, dilated and 1×1 windows, cells at the map's edge: the noise trace of one image."""
+    x, masks = sun_images[0][:1], sun_images[1][:1]
+    x_bad = corrupt_images(x, masks, "noise", seed=3)
+    fast = _fast_vs_slow(lm, x, x_bad, LAYERS)
+    assert any(fast["cells"][l].abs().max() > 1e-4 for l in LAYERS)
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_difference_suffix_other_pointwise_orders_and_pooling(lm, sun_images, pool):
+    """A chain with ReLU before BN (modules run, not folded), a BN without ReLU (windows
+    masked, last stage included) and either pooling still equals the hooked forward."""
+    import copy
+    from types import SimpleNamespace
+    from torch import nn
+    model = copy.deepcopy(lm.model).eval()
+    conv3, bn3 = model.conv3[0], model.conv3[1]
+    model.conv3 = nn.Sequential(conv3, nn.ReLU(), bn3)
+    model.conv5 = nn.Sequential(model.conv5[0], model.conv5[1])
+    model.conv6 = nn.Sequential(model.conv6[0], model.conv6[1], nn.Identity())
+    model.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+    other = SimpleNamespace(model=model, normalize=lm.normalize, device=lm.device)
+    x, masks = sun_images[0][1:2], sun_images[1][1:2]
+    x_bad = corrupt_images(x, masks, "noise", seed=0)
+    _fast_vs_slow(other, x, x_bad, ["conv2", "conv3", "conv5", "conv6"])
+
+
+def test_suffix_probs_from_a_plain_capture(lm, sun_images):
+    """`ConvChain.suffix_probs` also takes a plain capture of the stage outputs (the conv
+    outputs are then recomputed), and gives what the trace gave."""
+    from dissect.hooks import capture
+    from dissect.tracing import ConvChain
+    x, masks = sun_images[0][:2], sun_images[1][:2]
+    x_bad = corrupt_images(x, masks, "noise", seed=0)
+    chain = ConvChain.of(lm.model)
+    with torch.no_grad():
+        res = trace_batch(lm, x, x_bad, ["conv3"])
+        with capture(lm.model, LAYERS) as clean:
+            lm.model(lm.normalize(x))
+        with capture(lm.model, chain.names) as corr:
+            lm.model(lm.normalize(x_bad))
+        todo = torch.nonzero(res["cells"]["conv3"])[:50]
+        b, ij = todo[:, 0], todo[:, 1:]
+        p = chain.suffix_probs("conv3", corr, b, ij, clean["conv3"][b, :, ij[:, 0], ij[:, 1]],
+                               res["top"][b])
+    assert torch.allclose(p - res["p_corrupt"][b], res["cells"]["conv3"][b, ij[:, 0], ij[:, 1]],
+                          atol=1e-6)
