@@ -228,7 +228,9 @@ def main() -> None:
         # [iv] even with no units: the first view records the layer's replay, so the first
         # units change runs only the layers after it
         result = L.get_lab(model_name, weights).compare(x, ivs, path=name)
-        V.effect_view(result, x.permute(1, 2, 0).numpy(), name, what, bool(what))
+        after = ("After the ablation and steering" if units and steer else
+                 "After steering" if steer else "After the ablation")
+        V.effect_view(result, x.permute(1, 2, 0).numpy(), name, what, bool(what), after)
     except USER_ERRORS as e:
         st.error(str(e))
     with st.expander("Choose the image", expanded=True):

@@ -159,7 +159,8 @@ def steer_picker(lm, layer: str):
         return None if name == "none" else SteerIntervention(usable[name], alpha)
 
 
-def effect_view(result, image, name: str, what: str, ablated: bool) -> None:
+def effect_view(result, image, name: str, what: str, ablated: bool,
+                after_title: str = "After the ablation") -> None:
     """The image, its top-5 before (and after), and the diverging chart of what moved."""
     with st.container(key="abl_effect"):
         c1, c2, c3 = st.columns([1.2, 1.3, 3])
@@ -168,7 +169,7 @@ def effect_view(result, image, name: str, what: str, ablated: bool) -> None:
         with c2.container(key="abl_predictions"):
             st.markdown(_top_list("Top 5", result.before))
             if ablated:
-                st.markdown(_top_list("After the ablation", result.after))
+                st.markdown(_top_list(after_title, result.after))
         with c3:
             if not ablated:
                 st.plotly_chart(_top_chart(result.before), key="abl_effect_chart")

@@ -8,12 +8,13 @@
     job.state, job.result, job.error     # "running" | "done" | "failed" | "cancelled"
     job.cancel()                         # sets the flag; the work stops at its next step()
 
-The work runs in a daemon thread, so a page run never waits on it and a stopping server never
-waits for it either. Finished jobs are kept (the newest `KEEP`) so their results are shared,
+The work runs in a daemon thread, so a page run never waits on it; a stopping process cancels
+its jobs and waits at most 5 s for them (atexit). Finished jobs are kept (the newest `KEEP`) so their results are shared,
 like st.cache_resource. No Streamlit here: studio/job_view.py draws a job.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Any, Callable, Hashable
@@ -118,6 +119,16 @@ def cancel_all() -> int:
     for j in running:
         j.cancel()
     return len(running)
+
+
+@atexit.register
+def _stop_at_exit(grace: float = 5.0) -> None:
+    """A stopping process (the server after SIGTERM, a test run) cancels its jobs and gives them
+    `grace` seconds to reach their next step, so none is killed inside torch."""
+    cancel_all()
+    deadline = time.monotonic() + grace
+    for job in running():
+        job.wait(max(0.0, deadline - time.monotonic()))
 
 
 def running() -> list[Job]:

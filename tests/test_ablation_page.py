@@ -44,7 +44,7 @@ def _selected(at):
 def _top5(at) -> list[str]:
     """The markdown top-5 lists of the predictions panel."""
     return [m.value for m in at.markdown if m.value.startswith("**Top 5**")
-            or m.value.startswith("**After the ablation**")]
+            or m.value.startswith("**After ")]
 
 
 def test_first_view_shows_a_probe_image_and_its_top5(runs_root, monkeypatch):
@@ -210,6 +210,7 @@ def test_lab_steers_along_a_saved_direction(tmp_path, monkeypatch):
     assert not at.exception
     assert any("steered +8·σ along 'sun'" in c.value for c in at.caption)
     (_, after) = _top5(at)
+    assert after.startswith("**After steering**")
     # the same image and edit outside the app
     from studio.lab import SAMPLES, sample_photo
     from PIL import Image
