@@ -131,15 +131,16 @@ def steer_picker(lm, layer: str):
     import os
     from pathlib import Path
 
-    from dissect.directions import check_direction, load_direction
+    from dissect.directions import check_direction
     from dissect.errors import USER_ERRORS
     from dissect.steering import SteerIntervention, saved_directions
+    from studio.lab import saved_direction
     saved = saved_directions(Path(os.environ.get("DISSECT_RUNS", "runs")).resolve())
     usable, elsewhere = {}, []
     for name, folder in saved.items():
         try:
-            d = load_direction(folder)
-            check_direction(d, lm, layer=layer, channels=None)
+            d = saved_direction(str(folder), (folder / "direction.json").stat().st_mtime_ns)
+            check_direction(d, lm, layer=layer)
             usable[name] = d
         except USER_ERRORS + (ValueError, OSError):
             elsewhere.append(name)

@@ -144,12 +144,11 @@ def _open_set(lm, spec: str, limit: int, job: bg.Job):
 
 
 def _submit(kind: str, key: tuple, label: str, work) -> bg.Job:
-    full = (kind, *key)
     job = job_of(kind, key)
     if job is not None:           # failed or cancelled ones too, until "Try again" forgets them
         return job
     lm = _job_model(key[0], key[1])
-    return bg.submit(full, lambda job: work(job, lm), label)
+    return bg.submit((kind, *key), lambda job: work(job, lm), label)
 
 
 def job_of(kind: str, key: tuple) -> bg.Job | None:
@@ -179,6 +178,13 @@ def set_means_job(name: str, weights: str, spec: str, layer: str, limit: int) ->
         return unit_means(lm, layer, (x for _i, x in lset.batches(32)))
     return _submit("means", (name, weights, spec, layer, int(limit)),
                    f"Unit means over {spec}", work)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def saved_direction(folder: str, mtime_ns: int):
+    """A direction saved under <runs>/directions/, read once per version of its files."""
+    from dissect.directions import load_direction
+    return load_direction(folder)
 
 
 @st.cache_resource(show_spinner="Computing the units' means over the probe set…")
