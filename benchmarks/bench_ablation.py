@@ -39,10 +39,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from dissect.ablation import ImageAblation, Intervention
-    from dissect.importance import rank_units
-    from dissect.labelled import LabelledSet
-    from dissect.models import load_model
+    from dissect.interventions.ablation import ImageAblation, Intervention
+    from dissect.interventions.importance import rank_units
+    from dissect.interventions.labelled import LabelledSet
+    from dissect.models.registry import load_model
 
     lm = load_model("resnet18", "none", seed=0)
     g = torch.Generator().manual_seed(0)

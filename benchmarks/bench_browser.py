@@ -40,7 +40,7 @@ def build_run(root: Path, n: int) -> Path:
     out = root / "runs" / "r18"
     if (out / "run.json").exists() and '"complete"' in (out / "run.json").read_text():
         return root / "runs"
-    from dissect.synthetic_broden import make_synthetic_broden
+    from dissect.probes.synthetic_broden import make_synthetic_broden
     probe = make_synthetic_broden(root / "probe", n=n, image_size=224, mask_size=112)["dir"]
     subprocess.run([sys.executable, "-m", "dissect", "run", "--model", "resnet18", "--weights",
                     "none", "--layer", "layer4", "--probe", f"broden:{probe}", "--quiet",

@@ -36,12 +36,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from dissect.directions import contrast_from_probe, fit
-    from dissect.labelled import open_labelled_set
-    from dissect.models import load_model
-    from dissect.probe import open_probe, probe_loader
-    from dissect.readout import readout
-    from dissect.steering import dose_response
+    from dissect.directions.concept import contrast_from_probe, fit
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.models.registry import load_model
+    from dissect.probes.registry import open_probe
+    from dissect.probes.types import probe_loader
+    from dissect.directions.readout import readout
+    from dissect.directions.steering import dose_response
 
     lm = load_model("toyworld", "default")
     probe = open_probe(f"toyworld:{args.images}", seed=0)

@@ -27,7 +27,7 @@ DATA = ROOT / ".cache" / "bench" / "broden2000"
 
 
 def ensure_data(n: int = 2000) -> Path:
-    from dissect.synthetic_broden import make_synthetic_broden
+    from dissect.probes.synthetic_broden import make_synthetic_broden
     if not (DATA / "index.csv").exists():
         print(f"generating {n} synthetic Broden images at 224 px in {DATA} ...", flush=True)
         make_synthetic_broden(DATA, n=n, image_size=224, mask_size=112, seed=0)
@@ -41,7 +41,7 @@ def cpu_seconds() -> float:
 
 def baseline(lm, probe, batch_size: int, workers: int) -> tuple[float, float]:
     import torch
-    from dissect.probe import probe_loader
+    from dissect.probes.types import probe_loader
     t, c = time.perf_counter(), cpu_seconds()
     with torch.inference_mode():
         for batch in probe_loader(probe, batch_size, workers):
@@ -50,8 +50,9 @@ def baseline(lm, probe, batch_size: int, workers: int) -> tuple[float, float]:
 
 
 def dissection(lm, probe, n: int, batch_size: int, workers: int) -> tuple[float, float, dict]:
-    from dissect.dissection import DissectConfig, dissect
-    from dissect.runs import open_run
+    from dissect.engine.config import DissectConfig
+    from dissect.engine.dissection import dissect
+    from dissect.runs.folder import open_run
     cfg = DissectConfig(model="resnet18", weights="none", layers=["layer4"],
                         probe=f"broden:{DATA}", probe_options={"limit": n},
                         batch_size=batch_size, workers=workers)
@@ -65,8 +66,8 @@ def dissection(lm, probe, n: int, batch_size: int, workers: int) -> tuple[float,
 
 def child_rss(n: int) -> None:
     """In a fresh process: one dissection of n images; print peak RSS and cache size."""
-    from dissect.broden import BrodenProbe
-    from dissect.models import load_model
+    from dissect.probes.broden import BrodenProbe
+    from dissect.models.registry import load_model
     lm = load_model("resnet18", "none", seed=0)
     probe = BrodenProbe(DATA, limit=n)
     dissection(lm, probe, n, 32, 1)
@@ -90,8 +91,8 @@ def main() -> None:
         return child_rss(args.child_rss)
 
     import torch
-    from dissect.broden import BrodenProbe
-    from dissect.models import load_model
+    from dissect.probes.broden import BrodenProbe
+    from dissect.models.registry import load_model
     lm = load_model("resnet18", "none", seed=0)
     probe = BrodenProbe(DATA, limit=args.images)
     print(f"bench_dissection: resnet18 layer4 (random init), {args.images} images 224 px, "

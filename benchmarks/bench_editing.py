@@ -30,12 +30,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from dissect.rewrite import edit_target, keys_values, rank_one_update, second_moment
-    from dissect.rewrite_eval import exemplars
+    from dissect.editing.rewrite import edit_target, keys_values, rank_one_update, second_moment
+    from dissect.editing.evaluation import exemplars
     from dissect.toyworld.generate import render
     from dissect.toyworld.model import load_toyworld
     from dissect.toyworld.world import OBJECTS
-    from dissect.tracing import trace
+    from dissect.editing.tracing import trace
 
     lm = load_toyworld()
     sun = OBJECTS.index("sun") + 1

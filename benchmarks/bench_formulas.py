@@ -33,10 +33,11 @@ def main() -> None:
     ensure_data()
 
     import torch
-    from dissect.broden import BrodenProbe
-    from dissect.dissection import DissectConfig, dissect
+    from dissect.probes.broden import BrodenProbe
+    from dissect.engine.config import DissectConfig
+    from dissect.engine.dissection import dissect
     from dissect.formulas.explain import explain_run
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     lm = load_model("resnet18", "none", seed=0)
     probe = BrodenProbe(DATA, limit=args.images)
     print(f"bench_formulas: resnet18 layer4 (random init), {args.images} images 224 px, masks "

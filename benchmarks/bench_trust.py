@@ -34,11 +34,12 @@ def main() -> None:
 
     import torch
 
-    import dissect.results as results
-    from dissect.broden import BrodenProbe
-    from dissect.dissection import DissectConfig, dissect
-    from dissect.models import load_model
-    from dissect.runs import open_run
+    import dissect.engine.results as results
+    from dissect.probes.broden import BrodenProbe
+    from dissect.engine.config import DissectConfig
+    from dissect.engine.dissection import dissect
+    from dissect.models.registry import load_model
+    from dissect.runs.folder import open_run
 
     spent = {"trust": 0.0}
     real = results.trust_columns

@@ -17,7 +17,7 @@ COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "swe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dissect import __version__
+    from dissect.version import __version__
     parser = argparse.ArgumentParser(prog="python -m dissect", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dissect {__version__}")
     parser.add_argument("--offline", action="store_true",
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:      # `| head` closed stdout: stop quietly, as Unix tools do
         _quiet_stdout()
         return 141
-    except Exception as e:   # dissect.errors imports torch: only load it when needed
+    except Exception as e:
         from dissect.errors import USER_ERRORS
         if isinstance(e, USER_ERRORS):
             print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from dissect.ablation import Intervention, format_units, parse_units
+from dissect.interventions.ablation import Intervention, format_units, parse_units
 from dissect.errors import USER_ERRORS, AblationError
 from studio import lab as L
 from studio import ablation_view as V

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dissect.compare import (Item, comparable, format_selection, iou_values, label_changes,
+from dissect.runs.compare import (Item, comparable, format_selection, iou_values, label_changes,
                              overview, parse_selection, per_category)
 from studio import common
 from studio.data import get_run, stamp

@@ -28,21 +28,21 @@ def _errors():
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_model(name: str, weights: str):
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     return load_model(name, weights)
 
 
 @st.cache_data(show_spinner=False)
 def get_layers(name: str, weights: str) -> list[str]:
-    from dissect.models import list_layers
+    from dissect.models.registry import list_layers
     return [i.name for i in list_layers(get_model(name, weights)) if i.spatial]
 
 
 @st.cache_resource(show_spinner="Computing the direction over the probe…")
 def get_direction(name, weights, probe_spec, pair, concept, layer, method, pooling):
-    from dissect.directions import contrast_from_probe, fit
-    from dissect.probe import open_probe
-    from dissect.probe import toyworld_size
+    from dissect.directions.concept import contrast_from_probe, fit
+    from dissect.probes.registry import open_probe
+    from dissect.probes.registry import toyworld_size
     from studio.lab import LAB_MAX_SET
     lm = get_model(name, weights)
     opts = {"pair": pair} if pair else {}
@@ -58,8 +58,8 @@ def get_direction(name, weights, probe_spec, pair, concept, layer, method, pooli
 
 @st.cache_resource(show_spinner="Opening the labelled set…")
 def get_set(name, weights, spec, require="", exclude=""):
-    from dissect.labelled import open_labelled_set
-    from dissect.presence import select
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.directions.presence import select
     from studio.lab import LAB_MAX_SET
     lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET)
     names = lambda t: [s.strip() for s in t.split(",") if s.strip()]   # noqa: E731
@@ -68,7 +68,7 @@ def get_set(name, weights, spec, require="", exclude=""):
 
 @st.cache_data(show_spinner="Fitting a linear head per layer…")
 def get_readout(name, weights, spec, layers: tuple, concept: str) -> dict:
-    from dissect.readout import readout
+    from dissect.directions.readout import readout
     lm = get_model(name, weights)
     return readout(lm, get_set(name, weights, spec), list(layers), dola=True,
                    concepts=[concept] if spec.startswith("toyworld") else [])
@@ -76,9 +76,9 @@ def get_readout(name, weights, spec, layers: tuple, concept: str) -> dict:
 
 @st.cache_data(show_spinner="TCAV: fitting concept and random CAVs…")
 def get_tcav(name, weights, spec, layer, concepts: tuple, target, runs) -> list[dict]:
-    from dissect.broden import BrodenProbe
-    from dissect.features import DirectionError
-    from dissect.tcav import tcav
+    from dissect.probes.broden import BrodenProbe
+    from dissect.errors import DirectionError
+    from dissect.directions.tcav import tcav
     lm = get_model(name, weights)
     lset = get_set(name, weights, spec)
     if getattr(lset.source, "directory", None) is None:
@@ -89,7 +89,7 @@ def get_tcav(name, weights, spec, layer, concepts: tuple, target, runs) -> list[
 
 @st.cache_data(show_spinner="Steering the set at each α (the prefix runs once)…")
 def get_dose(_d, key, name, weights, spec, require, exclude, alphas: tuple, units) -> dict:
-    from dissect.steering import dose_response, parse_top
+    from dissect.directions.steering import dose_response, parse_top
     lm = get_model(name, weights)
     lset = get_set(name, weights, spec, require, exclude)
     res = dose_response(lm, _d, (x for _i, x in lset.batches(32)), alphas,
@@ -214,7 +214,7 @@ with t_tcav:
                                        for t in tc]), hide_index=True)
 
 with t_steer:
-    from dissect.steering import steered_logits
+    from dissect.directions.steering import steered_logits
     try:
         lset = get_set(model, weights, spec) if spec else None
     except _errors() as err:
@@ -247,7 +247,7 @@ with t_steer:
         units = st.text_input("Units (ITI top:K, empty = all)", "", key="dir_units").strip() or None
         if st.button("Dose–response", key="dir_dose_go") or st.session_state.get("dir_dose_done"):
             st.session_state["dir_dose_done"] = True
-            from dissect.steering import parse_alphas
+            from dissect.directions.steering import parse_alphas
             try:
                 alphas = tuple(parse_alphas(alphas_text))
                 dose = get_dose(d, (model, weights, probe_spec, pair, concept, layer, method,
@@ -274,10 +274,10 @@ with t_save:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}", name or ""):
             st.error("Use letters, digits, '-', '_' or '.' for the name (no slashes)")
         else:
-            from dissect.directions import save_direction
+            from dissect.directions.concept import save_direction
             out = save_direction(d, ctx.root / "directions" / name)
             st.success(f"Saved to {out}: steer with `python -m dissect steer --direction {out} "
                        "--set toyworld:300 --json`; in the ablation lab, "
-                       "`dissect.steering.SteerIntervention` adds it as an intervention.")
+                       "`dissect.directions.steering.SteerIntervention` adds it as an intervention.")
     st.download_button("Export JSON", json.dumps(results, indent=2), file_name=f"{name}.json",
                        mime="application/json", key="dir_export")

@@ -33,7 +33,7 @@ def edits_root() -> Path:
 
 @st.cache_data(show_spinner="Rendering the exemplars…", max_entries=32)
 def exemplar_images(concept: str, style: str, n: int, scene: str) -> list[tuple[np.ndarray, ...]]:
-    from dissect.rewrite_eval import exemplars
+    from dissect.editing.evaluation import exemplars
     ex = exemplars(concept, style, n, seed=7, scene=scene)
     out = []
     for b in range(len(ex.index)):

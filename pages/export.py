@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dissect.export import export_run, netdissect_table
+from dissect.runs.export import export_run, netdissect_table
 from studio import common
 from studio.data import get_run, units_table
 
@@ -22,7 +22,7 @@ layer = ctx.layer if scope.startswith("this") else None
 
 @st.cache_data(max_entries=32, show_spinner="Preparing the file…")
 def exported(run_path: str, stamp: str, fmt: str, layer: str | None) -> dict[str, bytes]:
-    """{file name: bytes} written by dissect.export.export_run into a temporary folder."""
+    """{file name: bytes} written by dissect.runs.export.export_run into a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / ("nd" if fmt == "netdissect" else f"units.{fmt}")
         return {p.name: p.read_bytes() for p in export_run(run_path, fmt, layer=layer, out=out)}

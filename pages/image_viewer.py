@@ -8,7 +8,7 @@ import numpy as np
 
 import streamlit as st
 
-from dissect.render import MissingImage, concept_color
+from dissect.runs.render import MissingImage, concept_color
 from studio import common
 from studio.data import concepts_table, images_table, layer_arrays, plain_image, renderer, units_table
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dissect.runs import read_info
+from dissect.runs.schema import read_info
 from studio import common, jobs
 
 ROOT = Path(__file__).resolve().parent.parent

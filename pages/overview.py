@@ -5,9 +5,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dissect.render import category_color
+from dissect.runs.render import category_color
 from studio import common
-from dissect.baselines import baseline_counts
+from dissect.trust.baselines import baseline_counts
 from studio.data import get_run, iou_threshold, layer_summary, units_table
 
 ctx = common.need_run()

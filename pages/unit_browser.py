@@ -21,7 +21,7 @@ st.caption(f"{ctx.entry.name} · {len(units)} units · top images with the unit'
 cats = sorted(units["category"].unique())
 labels = sorted(l for l in units["label"].unique() if l)
 hi = float(max(0.01, round(units["iou"].max() + 0.005, 3)))
-trust = "significant" in units.columns        # a --null run (dissect.trust_columns)
+trust = "significant" in units.columns        # a --null run (dissect.trust.columns)
 SORTS = ["IoU ↓", "unit ↑", "label", "category"] + (["p-value ↑"] if trust else [])
 FIELDS = [Field("sig", "browser_sig", False, "bool"), Field("cat", "browser_cats", [], "list"),
           Field("label", "browser_labels", [], "list"),

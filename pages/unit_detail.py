@@ -8,8 +8,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dissect.render import category_color
-from dissect.trust_columns import verdict as trust_verdict
+from dissect.runs.render import category_color
+from dissect.trust.columns import verdict as trust_verdict
 from studio import common, formulas
 from studio.unit_losses import losses_section
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,

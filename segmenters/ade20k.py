@@ -55,7 +55,7 @@ def hub_url(model: str) -> str:
 
 def hub_offline_reason(model: str) -> str | None:
     """Why the hub cannot be reached now (HF_HUB_OFFLINE, --offline, no route), or None."""
-    from dissect.fetch import offline_reason
+    from dissect.models.fetch import offline_reason
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     return offline_reason(hub_url(model))

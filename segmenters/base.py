@@ -22,7 +22,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from dissect.probeset import ProbeError
+from dissect.errors import ProbeError
 
 
 class SegmenterError(ProbeError):
@@ -31,7 +31,7 @@ class SegmenterError(ProbeError):
 
 @dataclass
 class Segmentation:
-    """One image's labels: the `pixel` / `scalar` fields of a dissect.probe.ProbeItem."""
+    """One image's labels: the `pixel` / `scalar` fields of a dissect.probes.registry.ProbeItem."""
     pixel: dict[str, np.ndarray] = field(default_factory=dict)    # cat -> int32 P×h×w
     scalar: dict[str, np.ndarray] = field(default_factory=dict)   # cat -> int32 [L]
 

@@ -34,9 +34,10 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dissect.images import to_rgb
-from dissect.probeset import ProbeError, ProbeItem, ProbeSet
-from dissect.runs import atomic_write
+from dissect.probes.images import to_rgb
+from dissect.errors import ProbeError
+from dissect.probes.types import ProbeItem, ProbeSet
+from dissect.runs.atomic import atomic_write
 from segmenters import make_segmenter
 from segmenters.base import Segmentation
 from segmenters.merged import MergedSegmenter

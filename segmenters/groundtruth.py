@@ -4,7 +4,7 @@
     [out] = gt.segment(images, (112, 112), paths=["/data/broden1_224/images/ade20k/x.jpg"])
     tw = toyworld_ground_truth("/cache/toyworld-0-500")    # the same over a ToyWorld folder
 
-Labels come from the folder through dissect.broden.BrodenProbe (no parsing of our own); pixels
+Labels come from the folder through dissect.probes.broden.BrodenProbe (no parsing of our own); pixels
 are ignored and images are matched by path: relative to `<dir>/images/`, else by file name when
 that is unique. An image the folder does not list gets no labels. Concept i of `concepts()` is
 the folder's i-th label in label.csv order (ids are renumbered 1..N only if label.csv has gaps).
@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from dissect.broden import BrodenProbe
+from dissect.probes.broden import BrodenProbe
 from segmenters.base import Segmentation, SegmenterError
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dissect.ablation import moved_most
+from dissect.interventions.ablation import moved_most
 from studio.lab import SAMPLES, sample_thumb
 
 PER_PAGE = 12
@@ -127,13 +127,13 @@ def _top_chart(top: list[tuple[str, float]]) -> go.Figure:
 
 def steer_picker(lm, layer: str):
     """A direction saved from the Directions page (under <runs>/directions/) for this model and
-    layer, to steer along as well: a dissect.steering.SteerIntervention, or None."""
+    layer, to steer along as well: a dissect.directions.steering.SteerIntervention, or None."""
     import os
     from pathlib import Path
 
-    from dissect.directions import check_direction
+    from dissect.directions.concept import check_direction
     from dissect.errors import USER_ERRORS
-    from dissect.steering import SteerIntervention, saved_directions
+    from dissect.directions.steering import SteerIntervention, saved_directions
     from studio.lab import saved_direction
     saved = saved_directions(Path(os.environ.get("DISSECT_RUNS", "runs")).resolve())
     usable, elsewhere = {}, []

@@ -18,8 +18,8 @@ from pathlib import Path
 import streamlit as st
 
 from dissect.errors import RunError
-from dissect.render import category_color
-from dissect.runs import read_info
+from dissect.runs.render import category_color
+from dissect.runs.schema import read_info
 from studio.nav import PAGES, ensure_routed, go, menu, page_link  # noqa: F401 (re-export)
 
 START_HINT = ("Start one with `make run` (builds the ToyWorld default run), on the **New run** "
@@ -215,7 +215,7 @@ def _run_caption(entry: RunEntry) -> None:
     st.caption(f"**{cfg.get('model', '?')}** · weights `{cfg.get('weights', '?')}`  \n"
                f"probe `{cfg.get('probe', '?')}` · {counts.get('images', '?')} images · "
                f"{counts.get('concepts', '?')} concepts  \nstatus **{entry.status}**")
-    from dissect.models import RANDOM_BADGE, run_random_init
+    from dissect.models.registry import RANDOM_BADGE, run_random_init
     if run_random_init(info):     # nobody should cite this as a trained network
         st.badge(RANDOM_BADGE, icon=":material/casino:", color="orange")
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dissect.render import RunRenderer
-from dissect.runs import Run, open_run
+from dissect.runs.render import RunRenderer
+from dissect.runs.folder import Run, open_run
 
 
 def stamp(run_path: str | os.PathLike) -> str:
@@ -83,7 +83,7 @@ def layer_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]
 @st.cache_resource(max_entries=16, show_spinner=False)
 def null_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]:
     """A --null run's null distributions of a layer (null.npz: observed, null, loc_observed,
-    loc_null; dissect.trust_columns), {} when the run has none."""
+    loc_null; dissect.trust.columns), {} when the run has none."""
     path = get_run(run_path, stamp).layer_dir(layer) / "null.npz"
     if not path.exists():
         return {}

@@ -18,7 +18,7 @@ import streamlit as st
 
 from dissect.formulas.grammar import FormulaError, mentions, parse, unknown_concept_message
 from dissect.formulas.labels import LabelIndex
-from dissect.render import MissingImage, encode, overlay, placeholder, resize_nearest
+from dissect.runs.render import MissingImage, encode, overlay, placeholder, resize_nearest
 from studio.data import concepts_table, renderer
 
 EDGE = (0, 200, 255)

@@ -6,7 +6,7 @@
     running_pid(root / "r18")           # the live pid from <run>/.lock, or None
     cancel(root / "r18")                # SIGTERM to the process group; run.json -> cancelled
 
-`<run>/.lock` is dissect.lock's flock, the one `python -m dissect run` takes too: two browser
+`<run>/.lock` is dissect.runs.lock's flock, the one `python -m dissect run` takes too: two browser
 sessions pressing Start, or a shell and the app, never write one folder at once. The app takes
 the lock and hands it to the child process; the kernel frees it when that process exits.
 """
@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from dissect.runs import now_iso, read_info, write_json
+from dissect.runs.atomic import now_iso, write_json
+from dissect.runs.schema import read_info
 
 LOCK = ".lock"
 LOG = "log.txt"
@@ -68,7 +69,7 @@ def shard_lines(info: dict) -> list[dict]:
 
 def read_lock(run_dir: Path) -> dict | None:
     """Who holds (or last held) the run's lock: {"pid", "host", "started", "cmd"}, or None."""
-    from dissect.lock import read_holder
+    from dissect.runs.lock import read_holder
     return read_holder(run_dir)
 
 
@@ -80,7 +81,7 @@ def _reap() -> None:
 
 def running_pid(run_dir: Path) -> int | None:
     """pid of the live process that holds this run's lock (the CLI's lock too), else None."""
-    from dissect.lock import holder
+    from dissect.runs.lock import holder
     _reap()
     info = holder(run_dir)
     return info.get("pid") if info and isinstance(info.get("pid"), int) else None
@@ -90,9 +91,9 @@ def start(run_dir: Path, cmd: list[str], cwd: Path | None = None,
           env: dict[str, str] | None = None) -> int:
     """Start `cmd` in its own session with output in <run>/log.txt; return its pid.
 
-    The run folder's lock (dissect.lock, shared with the CLI) is taken here and handed to the
+    The run folder's lock (dissect.runs.lock, shared with the CLI) is taken here and handed to the
     child, so a second Start, or a `dissect run` on the same folder, is refused while it runs."""
-    from dissect.lock import RunLocked, acquire
+    from dissect.runs.lock import RunLocked, acquire
     run_dir = Path(run_dir)
     try:
         lock = acquire(run_dir, cmd=cmd)

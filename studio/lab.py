@@ -3,7 +3,7 @@ page (not a page).
 
     with model_lock():                                  # hooks edit the shared model object
         lm = get_model("resnet18", "none")
-        lab = get_lab("resnet18", "none")               # dissect.ablation.ImageAblation, shared
+        lab = get_lab("resnet18", "none")               # dissect.interventions.ablation.ImageAblation, shared
     job = importance_job("toyworld", "default", "toyworld:200", "conv6", 200)   # background
     imp = job_view.result(job)                          # the ranking, or None (progress drawn)
     cached_importance(...same key...)                   # the ranking if computed, else None
@@ -23,8 +23,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dissect.ablation import ImageAblation, open_image
-from dissect.models import is_model_file, list_layers, load_model
+from dissect.interventions.ablation import ImageAblation, open_image
+from dissect.models.registry import is_model_file, list_layers, load_model
 from studio import background as bg
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "camera")   # skimage.data, offline
@@ -91,7 +91,7 @@ def default_set(model_name: str) -> str:
 
 def lab_run():
     """The run chosen in the app's sidebar (session "run"), else one picked here, else None."""
-    from dissect.runs import list_runs
+    from dissect.runs.folder import list_runs
     root = Path(os.environ.get("DISSECT_RUNS", "runs")).resolve()
     runs = [r for r in list_runs(root) if r.status == "complete"] if root.is_dir() else []
     name = st.session_state.get("run")
@@ -137,7 +137,7 @@ class _Watched:
 
 
 def _open_set(lm, spec: str, limit: int, job: bg.Job):
-    from dissect.labelled import open_labelled_set
+    from dissect.interventions.labelled import open_labelled_set
     return open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET,
                              progress=lambda d, t: job.step(d, t, f"building toyworld ({t:,} "
                                                                   "images, cached on disk)"))
@@ -159,7 +159,7 @@ def job_of(kind: str, key: tuple) -> bg.Job | None:
 
 def set_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
     """The job whose result is (LabelledSet, SetCache over `layer`)."""
-    from dissect.labelled import SetCache
+    from dissect.interventions.labelled import SetCache
 
     def work(job, lm):
         lset = _open_set(lm, spec, limit, job)
@@ -171,7 +171,7 @@ def set_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Jo
 
 def set_means_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
     """The job whose result is the units' means over the labelled set."""
-    from dissect.ablation import unit_means
+    from dissect.interventions.ablation import unit_means
 
     def work(job, lm):
         lset = _Watched(_open_set(lm, spec, limit, job), job, "unit means")
@@ -183,15 +183,15 @@ def set_means_job(name: str, weights: str, spec: str, layer: str, limit: int) ->
 @st.cache_resource(max_entries=64, show_spinner=False)
 def saved_direction(folder: str, mtime_ns: int):
     """A direction saved under <runs>/directions/, read once per version of its files."""
-    from dissect.directions import load_direction
+    from dissect.directions.concept import load_direction
     return load_direction(folder)
 
 
 @st.cache_resource(show_spinner="Computing the units' means over the probe set…")
 def get_means(run_path: str, layer: str):
     """Unit means from the run's acts.npy (None when it kept none)."""
-    from dissect.ablation import means_from_run
-    from dissect.runs import open_run
+    from dissect.interventions.ablation import means_from_run
+    from dissect.runs.folder import open_run
     return means_from_run(open_run(run_path), layer)
 
 
@@ -202,8 +202,8 @@ def cached_importance(name: str, weights: str, spec: str, layer: str, limit: int
 
 
 def importance_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
-    """The job whose result is dissect.importance.rank_units over the labelled set."""
-    from dissect.importance import rank_units
+    """The job whose result is dissect.interventions.importance.rank_units over the labelled set."""
+    from dissect.interventions.importance import rank_units
 
     def work(job, lm):
         lset = _Watched(_open_set(lm, spec, limit, job), job, "first pass over the set")
@@ -215,8 +215,8 @@ def importance_job(name: str, weights: str, spec: str, layer: str, limit: int) -
 
 def curve_job(imp, name: str, weights: str, spec: str, layer: str, limit: int, ns: tuple,
               by: str) -> bg.Job:
-    """The job whose result is dissect.importance.control_curve for ranking `imp`."""
-    from dissect.importance import control_curve
+    """The job whose result is dissect.interventions.importance.control_curve for ranking `imp`."""
+    from dissect.interventions.importance import control_curve
 
     def work(job, lm):
         lset = _Watched(_open_set(lm, spec, limit, job), job, "the set through the model")

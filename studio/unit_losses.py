@@ -3,7 +3,7 @@
     losses_section(run_path, stamp, layer, unit)
 
 The classes whose accuracy drops most when the unit alone is removed, read from the importance
-ranking of the layer over a labelled set (dissect.importance.rank_units). The ranking is
+ranking of the layer over a labelled set (dissect.interventions.importance.rank_units). The ranking is
 computed on request (one pass over the set; then shared with the ablation lab) and shown at once
 when any page computed it already. "Ablate in the lab" opens the lab with ?units=UNIT.
 """

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def engine_run(tmp_path_factory) -> Path:
     """Path of a complete run folder: <tmp>/runs/r18 (probe images under <tmp>/probe)."""
-    from dissect.synthetic_broden import make_synthetic_broden
+    from dissect.probes.synthetic_broden import make_synthetic_broden
     base = tmp_path_factory.mktemp("engine")
     probe = make_synthetic_broden(base / "probe", n=40, image_size=96, mask_size=48)["dir"]
     out = base / "runs" / "r18"
@@ -57,7 +57,7 @@ def tiny_labelled_run(tmp_path_factory):
     """
     import pandas as pd
     from dissect.__main__ import main
-    from dissect.synthetic_broden import make_synthetic_broden
+    from dissect.probes.synthetic_broden import make_synthetic_broden
 
     def make(layer: str, out: Path, seed: int, labels: dict[int, tuple[str, float]]) -> Path:
         probe = tmp_path_factory.mktemp("tinyprobe") / "sb"

@@ -1,5 +1,5 @@
 """A user model (`--model tests/planted_model.py:build`) whose layer `units` is built from the
-image itself, with known answers on dissect.synthetic_broden images (tests/test_trust.py):
+image itself, with known answers on dissect.probes.synthetic_broden images (tests/test_trust.py):
 
 - unit 0: a detector of white pixels (the `house` objects), unit 1: of purple ones (`tree`);
 - unit 2: co-occurrence: fires in the top-left corner only in images that contain a red `car`;
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dissect.models import LoadedModel
+from dissect.models.registry import LoadedModel
 
 POOL = 2
 FIXED = 20

@@ -5,15 +5,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dissect.ablation import (ImageAblation, Intervention, ablate, check_units, edits_for,
+from dissect.interventions.ablation import (ImageAblation, Intervention, ablate, check_units, edits_for,
                               image_tensor, invert, means_from_acts, open_image, parse_mode,
                               parse_units, unit_means)
 from dissect.errors import AblationError
-from dissect.hooks import LayerNotFound, intervene
-from dissect.importance import control_curve, rank_units
-from dissect.labelled import evaluate_set, open_labelled_set
-from dissect.models import LoadedModel, load_model
-from dissect.replay import Replay
+from dissect.errors import LayerNotFound
+from dissect.models.hooks import intervene
+from dissect.interventions.importance import control_curve, rank_units
+from dissect.interventions.labelled import evaluate_set, open_labelled_set
+from dissect.models.registry import LoadedModel, load_model
+from dissect.interventions.replay import Replay
 
 torch.set_num_threads(1)
 
@@ -293,7 +294,7 @@ def test_replay_restores_the_model_after_an_exception():
 
 def test_unit_losses_match_a_real_ablation(tmp_path):
     """losses(u): per class, the accuracy drop measured by really removing unit u alone."""
-    from dissect.labelled import SetCache
+    from dissect.interventions.labelled import SetCache
     lm = _tiny()
     ls = open_labelled_set(f"folder:{_folder(tmp_path / 's', ['red', 'green', 'blue_sky'], 5)}", lm)
     imp = rank_units(lm, ls, "3", batch_size=8)
@@ -313,7 +314,7 @@ def test_unit_losses_match_a_real_ablation(tmp_path):
 
 
 def test_moved_most_orders_a_diverging_chart():
-    from dissect.ablation import moved_most
+    from dissect.interventions.ablation import moved_most
     ch = [{"class": c, "delta": d} for c, d in (("a", 0.01), ("b", -0.5), ("c", 0.3), ("d", -0.02))]
     assert [c["class"] for c in moved_most(ch, 3)] == ["c", "d", "b"]
     assert moved_most([], 5) == []

@@ -100,8 +100,8 @@ def test_rank_and_control_json(photos, capsys):
 
 def test_several_layers_at_once(photos, capsys):
     import torch
-    from dissect.ablation import Intervention, ablate, image_tensor
-    from dissect.models import load_model
+    from dissect.interventions.ablation import Intervention, ablate, image_tensor
+    from dissect.models.registry import load_model
     assert main(["ablate", "--model", "resnet18", "--weights", "none", "--units", "layer3:1-40", "--units", "layer4:7",
                  "--units", "layer3:41", "--mode", "scale=3", "--images", str(photos / "a.png"),
                  "--json"]) == 0

@@ -151,9 +151,9 @@ def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch, settle):
     """The unit page ranks the classes that lose accuracy without the unit (the importance
     ranking, shared with the lab), and one click opens the lab with that unit ablated."""
     from streamlit.testing.v1 import AppTest
-    from dissect.labelled import SetCache, open_labelled_set
-    from dissect.ablation import Intervention
-    from dissect.models import load_model
+    from dissect.interventions.labelled import SetCache, open_labelled_set
+    from dissect.interventions.ablation import Intervention
+    from dissect.models.registry import load_model
     monkeypatch.setenv("DISSECT_RUNS", str(runs_root / "runs"))
     at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=240)
     spec = f"folder:{runs_root / 'set'}"
@@ -185,15 +185,15 @@ def test_unit_page_losses_and_ablate_in_the_lab(runs_root, monkeypatch, settle):
 
 def test_lab_steers_along_a_saved_direction(tmp_path, monkeypatch):
     """A direction saved under <runs>/directions/ is offered for its model and layer; steering
-    along it changes the lab's "after" exactly as dissect.steering does outside the app, and
+    along it changes the lab's "after" exactly as dissect.directions.steering does outside the app, and
     +sun raises ToyWorld's beach on a sea-and-boat scene without a sun."""
     from streamlit.testing.v1 import AppTest
 
-    from dissect.ablation import ImageAblation
-    from dissect.directions import contrast_from_probe, fit, save_direction
-    from dissect.models import load_model
-    from dissect.probe import open_probe
-    from dissect.steering import SteerIntervention
+    from dissect.interventions.ablation import ImageAblation
+    from dissect.directions.concept import contrast_from_probe, fit, save_direction
+    from dissect.models.registry import load_model
+    from dissect.probes.registry import open_probe
+    from dissect.directions.steering import SteerIntervention
     monkeypatch.setenv("DISSECT_RUNS", str(tmp_path / "runs"))
     lm = load_model("toyworld", "default")
     d = fit(contrast_from_probe(lm, open_probe("toyworld:200"), "sun", "conv6", "max"), "mean")
@@ -219,9 +219,9 @@ def test_lab_steers_along_a_saved_direction(tmp_path, monkeypatch):
     top_class, p = ref.after[0]
     assert f"1. {top_class} · **{p:.1%}**" in after
     # known answer: +sun makes sea-and-boat scenes without a sun look like beaches
-    from dissect.labelled import open_labelled_set
-    from dissect.presence import select
-    from dissect.ablation import ablate
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.directions.presence import select
+    from dissect.interventions.ablation import ablate
     import torch
     scenes = select(open_labelled_set("toyworld:300", lm), ["sea", "boat"], ["sun"])
     xs = torch.stack([scenes.load(i) for i in range(min(len(scenes), 16))])

@@ -78,8 +78,8 @@ def test_finished_jobs_are_bounded():
 def test_cancelling_a_toyworld_build_stops_it_and_leaves_no_world(tmp_path, monkeypatch):
     """A real world build (2 worker processes) stops within seconds of Cancel, and no
     half-built world is left to be mistaken for a complete one."""
-    from dissect.labelled import open_labelled_set
-    from dissect.models import load_model
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.models.registry import load_model
     from dissect.toyworld import world_dir
     monkeypatch.setenv("DISSECT_CACHE", str(tmp_path))
     lm = load_model("toyworld", "default")
@@ -103,9 +103,9 @@ def test_cancelling_a_toyworld_build_stops_it_and_leaves_no_world(tmp_path, monk
 
 def test_rank_units_reports_progress_and_stops_when_told():
     """rank_units' per-unit replays (the generic path) can be stopped between units."""
-    from dissect.importance import rank_units
-    from dissect.labelled import open_labelled_set
-    from dissect.models import load_model
+    from dissect.interventions.importance import rank_units
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.models.registry import load_model
     lm = load_model("toyworld", "default")
     lset = open_labelled_set("toyworld:40", lm)
     seen = []

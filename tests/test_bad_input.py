@@ -7,13 +7,13 @@ import shutil
 import pandas as pd
 import pytest
 
-from dissect import runs
+from dissect.runs import writer as runs
 from dissect.__main__ import main
-from dissect.broden import BrodenProbe
+from dissect.probes.broden import BrodenProbe
 from dissect.errors import LayerError
-from dissect.probe import ProbeError
-from dissect.runs import open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.errors import ProbeError
+from dissect.runs.folder import open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 
 from dissect.__main__ import main
-from dissect.baselines import baseline_counts, haar_orthogonal
-from dissect.runs import open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.trust.baselines import baseline_counts, haar_orthogonal
+from dissect.runs.folder import open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 REPO = Path(__file__).resolve().parent.parent
 

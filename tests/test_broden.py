@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dissect.broden import BrodenProbe
-from dissect.probe import ProbeError, open_probe, probe_loader
-from dissect.synthetic_broden import OBJECT_BASE, make_synthetic_broden
+from dissect.probes.broden import BrodenProbe
+from dissect.errors import ProbeError
+from dissect.probes.registry import open_probe
+from dissect.probes.types import probe_loader
+from dissect.probes.synthetic_broden import OBJECT_BASE, make_synthetic_broden
 
 
 @pytest.fixture(scope="module")

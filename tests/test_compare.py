@@ -1,4 +1,4 @@
-"""Comparing runs (dissect.compare) on real engine runs, and the Compare page through AppTest."""
+"""Comparing runs (dissect.runs.compare) on real engine runs, and the Compare page through AppTest."""
 from __future__ import annotations
 
 import shutil
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dissect.compare import (Item, comparable, format_selection, label_changes, overview,
+from dissect.runs.compare import (Item, comparable, format_selection, label_changes, overview,
                              parse_selection, per_category)
-from dissect.runs import open_run
+from dissect.runs.folder import open_run
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

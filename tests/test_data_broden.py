@@ -15,8 +15,8 @@ import pytest
 
 from dissect.__main__ import main
 from dissect.commands.data import unpack_broden
-from dissect.fetch import FetchError
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.errors import FetchError
+from dissect.probes.synthetic_broden import make_synthetic_broden
 from localhttp import serve
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dissect.__main__ import main
-from dissect.models import load_model, resolve_weights, run_random_init
+from dissect.models.registry import load_model, resolve_weights, run_random_init
 
 
 def test_resolve_weights():

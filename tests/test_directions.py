@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dissect.__main__ import main
-from dissect.directions import Direction, auroc, check_direction, load_direction, save_direction
-from dissect.features import DirectionError
-from dissect.readout import dola_contrast, jsd
+from dissect.directions.concept import Direction, auroc, check_direction, load_direction, save_direction
+from dissect.errors import DirectionError
+from dissect.directions.readout import dola_contrast, jsd
 from dissect.toyworld.generate import render_pair
 from dissect.toyworld.world import OBJECTS
 
@@ -45,7 +45,8 @@ def test_pair_twins_differ_only_where_the_object_was_drawn():
 
 
 def test_pair_probe_rows_come_in_twins(cache):
-    from dissect.probe import ProbeError, open_probe
+    from dissect.errors import ProbeError
+    from dissect.probes.registry import open_probe
     p = open_probe("toyworld:5", seed=2, pair="boat")
     assert len(p) == 10 and p.pair == "boat"
     assert list(p.rows["twin"]) == ["with", "without"] * 5
@@ -83,7 +84,7 @@ def test_jsd_and_dola_rule():
 
 
 def test_direction_files_round_trip_and_name_both_models(tmp_path):
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     path = _direction(tmp_path, model="resnet18", layer="layer4", k=512)
     d = load_direction(path)
     assert (d.layer, d.model, d.vector.numel()) == ("layer4", "resnet18", 512)
@@ -126,10 +127,10 @@ def test_bad_input_messages(tmp_path, cache, capsys):
 
 
 def test_steering_is_exact_and_leaves_no_hooks(tmp_path, cache, capsys):
-    from dissect.ablation import ablate
-    from dissect.labelled import open_labelled_set
-    from dissect.models import load_model
-    from dissect.steering import SteerIntervention, dose_response, parse_top, steered_logits
+    from dissect.interventions.ablation import ablate
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.models.registry import load_model
+    from dissect.directions.steering import SteerIntervention, dose_response, parse_top, steered_logits
     lm = load_model("toyworld", "default")
     d = load_direction(_direction(tmp_path))
     ls = open_labelled_set("toyworld:12", lm)

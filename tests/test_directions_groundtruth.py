@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from dissect.__main__ import main
-from dissect.directions import (_pair_differences, contrast_from_probe, cosine, fit,
+from dissect.directions.concept import (_pair_differences, contrast_from_probe, cosine, fit,
                                 load_direction, paired_direction)
-from dissect.labelled import open_labelled_set
-from dissect.models import load_model
-from dissect.probe import open_probe
+from dissect.interventions.labelled import open_labelled_set
+from dissect.models.registry import load_model
+from dissect.probes.registry import open_probe
 
 N, SEED, N_PAIRS = 400, 3, 120
 
@@ -82,9 +82,9 @@ def test_adding_sun_to_sea_and_boat_raises_beach(world, tmp_path, capsys):
     assert np.abs(rand - rand[0])[3] < 0.25 * moved[3]
     assert np.abs(rand - rand[0]).max() < 0.35 * rise
     # ITI: only the 16 best single units carry the shift, still towards beach
-    from dissect.labelled import open_labelled_set
-    from dissect.presence import select
-    from dissect.steering import dose_response, parse_top
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.directions.presence import select
+    from dissect.directions.steering import dose_response, parse_top
     d = load_direction(tmp_path / "sun")
     sub = select(open_labelled_set(f"toyworld:{N}", lm, seed=SEED), ["sea", "boat"], ["sun"])
     res = dose_response(lm, d, (x for _i, x in sub.batches(64)), [0, 8],
@@ -94,7 +94,7 @@ def test_adding_sun_to_sea_and_boat_raises_beach(world, tmp_path, capsys):
 
 
 def test_tcav_sun_for_beach_is_significant_checkered_is_not(world):
-    from dissect.tcav import tcav
+    from dissect.directions.tcav import tcav
     lm, probe, _pairs = world
     lset = open_labelled_set(f"toyworld:{N}", lm, seed=SEED)
     # 50 runs: with 20 this world gave sun 0.75 against random 0.5, p = 0.11 (world 0: p = 0.002)

@@ -8,12 +8,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dissect import dissection
-from dissect.broden import BrodenProbe
-from dissect.dissection import DissectConfig, dissect
-from dissect.models import LoadedModel
-from dissect.runs import open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.engine import phases
+from dissect.probes.broden import BrodenProbe
+from dissect.engine.config import DissectConfig
+from dissect.engine.dissection import dissect
+from dissect.models.registry import LoadedModel
+from dissect.probes.registry import open_run_probe
+from dissect.runs.folder import open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 
 class TinyNet(nn.Module):
@@ -120,8 +122,8 @@ def reference(acts: np.ndarray, probe: BrodenProbe, q: float):
 
 def raw_acts(lm, probe, layer, batch_size=5):
     """Raw activations, batched as the engine batches them (so BLAS rounds the same way)."""
-    from dissect.hooks import capture
-    from dissect.probe import probe_loader
+    from dissect.models.hooks import capture
+    from dissect.probes.types import probe_loader
     out = []
     for batch in probe_loader(probe, batch_size, 0):
         with torch.no_grad(), capture(lm.model, [layer]) as a:
@@ -226,7 +228,7 @@ class Interrupting(BrodenProbe):
 
 @pytest.mark.parametrize("phase", [0, 1])
 def test_resume_after_interruption_is_identical(broden, tmp_path, monkeypatch, phase):
-    monkeypatch.setattr(dissection, "CHECKPOINT_EVERY", 0.0)
+    monkeypatch.setattr(phases, "CHECKPOINT_EVERY", 0.0)
     lm = loaded(TinyNet(7))
     cfg = run_cfg(broden)
     ref = open_run(dissect(cfg, tmp_path / "ref", lm=lm, probe=BrodenProbe(broden),
@@ -292,4 +294,4 @@ def test_run_folder_contract(broden, tmp_path):
     assert run.hist("conv2")["counts"].sum(1).tolist() == [24 * 64] * 5
     assert list(run.images.columns)[:5] == ["index", "path", "split", "width", "height"]
     assert not (tmp_path / "c" / "cache").exists()
-    assert len(run.probe()) == 24
+    assert len(open_run_probe(run)) == 24

@@ -17,11 +17,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from dissect.dissection import DissectConfig, dissect  # noqa: E402
-from dissect.cluster import check_address, import_ray, start_local  # noqa: E402
-from dissect.distributed import dissect_ray, plan_shards  # noqa: E402
+from dissect.engine.config import DissectConfig
+from dissect.engine.dissection import dissect
+from dissect.engine.cluster import check_address, import_ray, start_local  # noqa: E402
+from dissect.engine.distributed import dissect_ray, plan_shards  # noqa: E402
 from dissect.errors import RunError  # noqa: E402
-from dissect.synthetic_broden import make_synthetic_broden  # noqa: E402
+from dissect.probes.synthetic_broden import make_synthetic_broden  # noqa: E402
 
 LAYERS = ["layer3", "layer4"]
 
@@ -106,7 +107,7 @@ def test_cli_run_ray_equals_one_process(cluster, probe, clean, tmp_path):
                  "--topk", "5", "--quiet", "--ray", "local:2", "--shards", "3",
                  "--out", str(out)]) == 0
     _same_folder(clean, out)
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     run = open_run(out)
     assert run.complete and run.info["ray"]["shards"] == 3
     assert [s["images"] for s in run.info["shards"]] == [[0, 12], [12, 28], [28, 40]]
@@ -147,7 +148,7 @@ def test_interrupted_run_resumes_without_redoing_shards(cluster, probe, clean, t
 
     with pytest.raises(KeyboardInterrupt):
         dissect_ray(_cfg(probe), out, ray="local:2", shards=2, progress=False, on_progress=stop)
-    from dissect.runs import read_info
+    from dissect.runs.schema import read_info
     assert read_info(out)["status"] == "cancelled"
     saved = sorted(p.name for p in (out / "cache" / "shards").iterdir())
     assert saved and all(name.startswith("r1-") for name in saved)
@@ -171,7 +172,7 @@ def test_sweep_writes_one_run_folder_each(cluster, probe, tmp_path):
                     '[[run]]\nmodel = "resnet18"\nweights = "none"\nseed = 1\nout = "r18-seed1"\n')
     assert main(["sweep", "--ray", "local:2", "--runs", str(toml), "--no-acts",
                  "--out-root", str(tmp_path / "runs")]) == 0
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     a, b = open_run(tmp_path / "runs" / "r18"), open_run(tmp_path / "runs" / "r18-seed1")
     assert a.complete and b.complete and a.config["seed"] == 0 and b.config["seed"] == 1
     assert (a.iou("layer4") != b.iou("layer4")).any()          # two different random nets
@@ -184,7 +185,7 @@ def test_sweep_takes_each_run_folders_lock(cluster, probe, tmp_path, capsys):
     held = tmp_path / "runs" / "r18"
     held.mkdir(parents=True)
     hold = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                             "from dissect.lock import acquire\n"
+                             "from dissect.runs.lock import acquire\n"
                              "lock = acquire(sys.argv[1]); print('held', flush=True)\n"
                              "time.sleep(120)", str(held)], stdout=subprocess.PIPE, text=True)
     try:
@@ -202,14 +203,14 @@ def test_sweep_takes_each_run_folders_lock(cluster, probe, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"failed: {held}" in err and f"pid {hold.pid}" in err, err
     assert not (held / "run.json").exists()              # nothing written into the held folder
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     assert open_run(tmp_path / "runs" / "r18-seed1").complete
 
 
 def test_worker_without_the_probe_names_node_and_path(cluster, probe, tmp_path):
     from dataclasses import asdict
 
-    from dissect.shard import ShardError, ShardSpec, forward_shard
+    from dissect.engine.shard import ShardError, ShardSpec, forward_shard
     cfg = asdict(_cfg(probe))
     cfg["probe"] = f"broden:{tmp_path / 'not-on-this-node'}"
     spec = ShardSpec(cfg=cfg, shard=0, rows=(0, 4), images=40, key="k", fingerprint="x")

@@ -11,8 +11,10 @@ import pytest
 import torch
 import torchvision
 
-from dissect.fetch import FetchError, fetch
-from dissect.models import ModelError, load_model
+from dissect.errors import FetchError
+from dissect.models.fetch import fetch
+from dissect.errors import ModelError
+from dissect.models.registry import load_model
 from localhttp import serve
 
 REPO = Path(__file__).resolve().parent.parent

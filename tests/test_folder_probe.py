@@ -14,8 +14,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from dissect.probe import ProbeError, open_probe, probe_loader
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.errors import ProbeError
+from dissect.probes.registry import open_probe
+from dissect.probes.types import probe_loader
+from dissect.probes.synthetic_broden import make_synthetic_broden
 from segmenters.color import ColorNamer
 from segmenters.folder import FolderProbe
 

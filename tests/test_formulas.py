@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dissect.broden import BrodenProbe
+from dissect.probes.broden import BrodenProbe
 from dissect.formulas.explain import explain_units
 from dissect.formulas.grammar import (AND, AND_NOT, OR, FormulaError, canonical, mentions,
                                       parse, to_text)
 from dissect.formulas.labels import LabelIndex, unpack
 from dissect.formulas.search import Problem, beam_search, exhaustive
 from dissect.formulas.unitmask import active_pixels
-from dissect.splits import heldout_halves
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.probes.splits import heldout_halves
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 S = 32    # mask (and activation) size
 

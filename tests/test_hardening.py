@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dissect.__main__ import main
-from dissect.runs import open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.runs.folder import open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,11 +78,11 @@ def test_truncated_cache_file_reruns_the_phase(probe_dir, clean, tmp_path):
 
 def test_resume_after_phase2_failure_is_exact(probe_dir, clean, tmp_path, monkeypatch, capsys):
     probe, out = failed_in_phase2(probe_dir, tmp_path)
-    from dissect import dissection
+    from dissect.engine import dissection
 
     def no_forward(*a, **k):
         raise AssertionError("phase 1 ran again although its checkpoint fits")
-    monkeypatch.setattr(dissection, "_phase1", no_forward)
+    monkeypatch.setattr(dissection, "phase1", no_forward)
     assert run_cli(probe, out) == 0
     assert "cannot be used" not in capsys.readouterr().err
     same_results(clean, out)
@@ -108,7 +108,7 @@ def test_crafted_checkpoint_is_not_unpickled(probe_dir, clean, tmp_path, monkeyp
 
 HOLD = """
 import sys, time
-from dissect.lock import acquire
+from dissect.runs.lock import acquire
 lock = acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(120)
@@ -127,7 +127,7 @@ def _hold(run_dir):
 def test_second_writer_is_refused_and_finished_run_is_untouched(probe_dir, clean, tmp_path,
                                                                  capsys):
     import socket
-    from dissect.lock import holder
+    from dissect.runs.lock import holder
     out = tmp_path / "run"
     shutil.copytree(clean, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -161,7 +161,7 @@ def test_second_writer_is_refused_and_finished_run_is_untouched(probe_dir, clean
 ])
 def test_wrong_shape_run_json_is_damaged_not_a_crash(clean, tmp_path, damage, key, capsys):
     import json
-    from dissect.runs import list_runs
+    from dissect.runs.folder import list_runs
     root = tmp_path / "runs"
     good, bad = root / "good", root / "bad"
     shutil.copytree(clean, good)
@@ -213,7 +213,7 @@ def test_server_binds_localhost_by_default():
 
 ADOPT = """
 import sys, time
-from dissect.lock import acquire
+from dissect.runs.lock import acquire
 lock = acquire(sys.argv[1])          # must adopt the app's lock, not be refused by it
 print("adopted", flush=True)
 time.sleep(120)

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.hooks import LayerNotFound, capture, get_layer, intervene, stopped_forward
+from dissect.errors import LayerNotFound
+from dissect.models.hooks import capture, get_layer, intervene, stopped_forward
 
 
 def _net() -> nn.Sequential:
@@ -43,7 +44,7 @@ def test_no_hook_remains_after_an_exception():
 
 
 def test_ablate_context_removes_hooks_after_exception():
-    from dissect.ablation import Intervention, ablate
+    from dissect.interventions.ablation import Intervention, ablate
     from dissect.errors import AblationError
     net, x = _net(), torch.randn(1, 3, 8, 8)
     with pytest.raises(AblationError, match="out of range"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dissect.__main__ import main
-from dissect.runs import open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.runs.folder import open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dissect.ablation import open_image
+from dissect.interventions.ablation import open_image
 from dissect.errors import AblationError
-from dissect.images import to_rgb
+from dissect.probes.images import to_rgb
 
 
 def _png_header_bomb(path, w=14000, h=14000):
@@ -30,7 +30,7 @@ def _png_header_bomb(path, w=14000, h=14000):
 MEASURE = """
 import resource, sys
 from PIL import Image
-from dissect.ablation import open_image
+from dissect.interventions.ablation import open_image
 from dissect.errors import AblationError
 guard = Image.MAX_IMAGE_PIXELS
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -88,7 +88,7 @@ def test_lab_upload_has_its_own_smaller_pixel_limit(tmp_path):
     """An upload to the lab decodes only below studio.lab.UPLOAD_MAX_PIXELS (a 30-megapixel
     header is refused by name); a normal photo goes through."""
     import io
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     from studio.lab import UPLOAD_MAX_PIXELS, image_input
     lm = load_model("toyworld", "default")
     bomb = tmp_path / "huge.png"

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dissect.models import ModelError, layer_info, list_layers, load_model, read_class_names
+from dissect.errors import ModelError
+from dissect.models.registry import layer_info, list_layers, load_model, read_class_names
 
 
 def test_torchvision_random_init_is_seeded():

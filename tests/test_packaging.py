@@ -29,7 +29,7 @@ def test_wheel_ships_command_app_weights_and_data(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     [whl] = list((tmp_path / "w").glob("dissect_studio-*.whl"))
     names = set(zipfile.ZipFile(whl).namelist())
-    for f in ["app.py", "pages/overview.py", "dissect/__main__.py", "dissect/fetch.py",
+    for f in ["app.py", "pages/overview.py", "dissect/__main__.py", "dissect/models/fetch.py",
               "dissect/commands/data.py", "dissect/commands/studio.py",
               "dissect/toyworld/weights/toyworld_cnn.safetensors",
               "dissect/toyworld/weights/toyworld_cnn.json",

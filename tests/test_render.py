@@ -1,4 +1,4 @@
-"""dissect.render: masks, overlays, segmentations and the on-disk picture cache."""
+"""dissect.runs.render: masks, overlays, segmentations and the on-disk picture cache."""
 from __future__ import annotations
 
 import io
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dissect import render
-from dissect.runs import open_run
+from dissect.runs import render
+from dissect.runs.folder import open_run
 
 
 def test_unit_mask_is_bilinear_half_pixel_and_strict():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dissect.__main__ import main
-from dissect.probe import ProbeError, open_probe
+from dissect.errors import ProbeError
+from dissect.probes.registry import open_probe
 from dissect.toyworld.generate import render
 from dissect.toyworld.model import load_toyworld
 from dissect.toyworld.styles import STYLES, StyleError, parse_restyle

@@ -9,8 +9,8 @@ from torch import nn
 
 from dissect.__main__ import main
 from dissect.errors import RewriteError
-from dissect.memit import read_edits
-from dissect.rewrite import (SecondMoment, edit_target, edited, memit_update,
+from dissect.editing.memit import read_edits
+from dissect.editing.rewrite import (SecondMoment, edit_target, edited, memit_update,
                              rank_one_update, regularised)
 from dissect.toyworld.model import ToyWorldCNN, load_toyworld
 
@@ -112,7 +112,7 @@ def _sha(path) -> str:
 
 
 def test_cli_writes_a_loadable_edit_and_never_the_original(tmp_path, monkeypatch, capsys):
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     from dissect.toyworld.model import DEFAULT_WEIGHTS
     monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
     sha = _sha(DEFAULT_WEIGHTS)
@@ -144,7 +144,7 @@ def test_cli_writes_a_loadable_edit_and_never_the_original(tmp_path, monkeypatch
 def test_rewrite_goals_on_toyworld(tmp_path, monkeypatch):
     """≤3 exemplars: ≥50% of errors corrected across classes with the concept, clean accuracy
     drops ≤1 point, better than fine-tuning on the other classes (Santurkar et al.'s table)."""
-    from dissect.editing import RewriteConfig, rewrite, summary
+    from dissect.editing.rule import RewriteConfig, rewrite, summary
     monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
     cfg = RewriteConfig(layer="conv6", concept="sea", style="snow", exemplars=3, rank=1,
                         heldout=300, probe_images=300, heldout_styles=["snow", "wood"],

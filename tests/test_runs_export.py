@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dissect import runs
+from dissect.runs import atomic as runs
 from dissect.__main__ import main
 from dissect.errors import RunError
-from dissect.export import export_run
-from dissect.runs import RunWriter, list_runs, open_run
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.runs.export import export_run
+from dissect.runs.writer import RunWriter
+from dissect.runs.folder import list_runs, open_run
+from dissect.probes.synthetic_broden import make_synthetic_broden
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from dissect.synthetic_broden import COLORS as SB_COLORS
-from dissect.synthetic_broden import make_synthetic_broden
+from dissect.probes.synthetic_broden import COLORS as SB_COLORS
+from dissect.probes.synthetic_broden import make_synthetic_broden
 from segmenters import available_segmenters, make_segmenter
 from segmenters.base import Segmentation, Segmenter, SegmenterError
 from segmenters.color import TERMS, ColorNamer

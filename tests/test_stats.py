@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dissect.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
-from dissect.tally import BatchLabels, tally_batch
+from dissect.engine.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
+from dissect.engine.tally import BatchLabels, tally_batch
 
 
 def test_tail_quantile_equals_numpy_quantile():

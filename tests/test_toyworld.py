@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dissect.broden import BrodenProbe
-from dissect.probe import ProbeError, open_probe
+from dissect.probes.broden import BrodenProbe
+from dissect.errors import ProbeError
+from dissect.probes.registry import open_probe
 from dissect.toyworld import toyworld_probe, world_dir
 from dissect.toyworld.broden_writer import build_world
 from dissect.toyworld.generate import render, render_batch, render_parallel
@@ -109,7 +110,7 @@ def test_toyworld_probe_builds_once_and_caches(tmp_path):
 def test_model_shapes_and_size():
     lm = load_toyworld("none", "cpu")
     assert lm.class_names == SCENE_NAMES and lm.input_size == 224
-    from dissect.hooks import capture
+    from dissect.models.hooks import capture
     with torch.no_grad(), capture(lm.model, ["conv5", "conv6"]) as acts:
         out = lm.model(torch.zeros(2, 3, 224, 224))
     assert out.shape == (2, len(SCENE_NAMES))
@@ -147,7 +148,7 @@ def test_loaded_model_on_224_images_matches_112_fast_path():
 
 
 def test_bad_weights_file_is_a_clear_error(tmp_path):
-    from dissect.models import ModelError
+    from dissect.errors import ModelError
     with pytest.raises(ModelError, match="not found"):
         load_toyworld(str(tmp_path / "missing.safetensors"))
     bad = tmp_path / "bad.pt"

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dissect.dissection import DissectConfig, dissect
-from dissect.runs import open_run
+from dissect.engine.config import DissectConfig
+from dissect.engine.dissection import dissect
+from dissect.runs.folder import open_run
 from dissect.toyworld.groundtruth import (ablation_effect, concept_units, planted_detectors,
                                           scene_accuracy)
 from dissect.toyworld.model import load_toyworld

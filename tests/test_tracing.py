@@ -13,7 +13,7 @@ from dissect.__main__ import main
 from dissect.toyworld.generate import render
 from dissect.toyworld.model import load_toyworld
 from dissect.toyworld.world import OBJECTS
-from dissect.tracing import (_restore_cells_generic, changed_cells, corrupt_images, trace,
+from dissect.editing.tracing import (_restore_cells_generic, changed_cells, corrupt_images, trace,
                              trace_batch)
 
 SUN = OBJECTS.index("sun") + 1
@@ -67,7 +67,7 @@ def test_cells_outside_every_receptive_field_have_zero_effect(lm, sun_images, tr
     foot = _footprint(masks, lm.model)
     x_bad = corrupt_images(x, masks, "noise", seed=0, std=float(x.std()))
     rng = np.random.default_rng(0)
-    with torch.no_grad(), __import__("dissect.hooks", fromlist=["capture"]).capture(
+    with torch.no_grad(), __import__("dissect.models.hooks", fromlist=["capture"]).capture(
             lm.model, LAYERS) as clean:
         lm.model(lm.normalize(x))
     top = torch.from_numpy(traced.top)
@@ -176,8 +176,8 @@ def test_difference_suffix_other_pointwise_orders_and_pooling(lm, sun_images, po
 def test_suffix_probs_from_a_plain_capture(lm, sun_images):
     """`ConvChain.suffix_probs` also takes a plain capture of the stage outputs (the conv
     outputs are then recomputed), and gives what the trace gave."""
-    from dissect.hooks import capture
-    from dissect.tracing import ConvChain
+    from dissect.models.hooks import capture
+    from dissect.editing.conv_chain import ConvChain
     x, masks = sun_images[0][:2], sun_images[1][:2]
     x_bad = corrupt_images(x, masks, "noise", seed=0)
     chain = ConvChain.of(lm.model)

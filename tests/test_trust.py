@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import dissect.results as results
+import dissect.engine.results as results
 from dissect.__main__ import main
-from dissect.dissection import DissectConfig, dissect
-from dissect.nulls import benjamini_hochberg, permutation_p
-from dissect.synthetic_broden import make_synthetic_broden
-from dissect.trust import subset_tally
-from dissect.trust_columns import NULL_COLUMNS, verdict
+from dissect.engine.config import DissectConfig
+from dissect.engine.dissection import dissect
+from dissect.trust.nulls import benjamini_hochberg, permutation_p
+from dissect.probes.synthetic_broden import make_synthetic_broden
+from dissect.trust.per_image import subset_tally
+from dissect.trust.columns import NULL_COLUMNS, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 PLANTED = f"{REPO / 'tests' / 'planted_model.py'}:build"
@@ -74,7 +75,7 @@ def test_null_npz_holds_the_distributions(planted):
     assert z["null"].shape == (len(u), 999) and z["loc_null"].shape == (len(u), 999)
     p = permutation_p(z["observed"], z["null"])
     np.testing.assert_allclose(p, u["p_value"], rtol=1e-6)
-    from dissect.export import export_run
+    from dissect.runs.export import export_run
     for fmt, read in (("csv", pd.read_csv), ("parquet", pd.read_parquet)):
         table = read(export_run(out, fmt, out=out.parent / f"units.{fmt}")[0])
         assert {"iou_heldout", *NULL_COLUMNS} <= set(table.columns)

@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
 def concept_units(run, layer: str, concept: str) -> list[int]:
     """Units of `layer` the run labels `concept` (IoU at or above the run's threshold)."""
     from dissect.errors import AblationError
-    from dissect.labelled import norm_name
+    from dissect.interventions.labelled import norm_name
     units = run.units(layer)
     cut = float(run.config.get("iou_threshold", 0.04) or 0.04)
     hit = units[(units["label"].astype(str).map(norm_name) == norm_name(concept))
@@ -77,15 +77,15 @@ def main(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     import torch
-    from dissect.ablation import (ImageAblation, Intervention, check_units, image_tensor, invert,
+    from dissect.interventions.ablation import (ImageAblation, Intervention, check_units, image_tensor, invert,
                                   means_from_run, parse_mode, parse_units, unit_means)
     from dissect.errors import AblationError
-    from dissect.labelled import evaluate_set, open_labelled_set
-    from dissect.models import load_model
+    from dissect.interventions.labelled import evaluate_set, open_labelled_set
+    from dissect.models.registry import load_model
 
     run = None
     if args.run:
-        from dissect.runs import open_run
+        from dissect.runs.folder import open_run
         run = open_run(args.run)
     cfg = run.config if run else {}
     model_name = args.model or cfg.get("model")
@@ -170,7 +170,7 @@ def _ablate(args: argparse.Namespace) -> int:
     out.update({"intervention": info, "images": len(lset), "skipped": lset.skipped})
     ranks, curve = None, None
     if args.rank or args.control:
-        from dissect.importance import control_curve, rank_units
+        from dissect.interventions.importance import control_curve, rank_units
         imp = rank_units(lm, lset, layer, mode, value, means, batch_size=args.batch_size)
         if args.rank:
             ranks = {lm.class_names[c]: imp.top(c, args.rank, by=args.rank_by) for c in imp.classes}

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.fetch import FetchError
+    from dissect.errors import FetchError
     out = Path(args.out)
     name = f"broden1_{args.size}"
     target = out / name
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         n = _check(target)
         print(f"{target} already holds Broden ({n} images)", file=sys.stderr)
     else:
-        from dissect.fetch import fetch
+        from dissect.models.fetch import fetch
         zpath = out / f"{name}.zip"
         fetch(url, zpath, progress=not args.quiet, what=f"{name}.zip")
         try:
@@ -65,7 +65,7 @@ def unpack_broden(zpath: Path, target: Path) -> int:
     Returns the image count. A zip that is not a zip, or holds no Broden index, is removed
     (so the next run downloads afresh) and raises FetchError; so do a full disk and a CRC error.
     """
-    from dissect.fetch import FetchError
+    from dissect.errors import FetchError
     if not zipfile.is_zipfile(zpath):
         zpath.unlink(missing_ok=True)
         raise FetchError(f"{zpath} is not a zip archive (removed it); check the URL")
@@ -109,7 +109,7 @@ def unpack_broden(zpath: Path, target: Path) -> int:
 
 def _broden_members(zf: zipfile.ZipFile, zpath: Path) -> tuple[list[zipfile.ZipInfo], str]:
     """The members under the folder holding index.csv (shallowest), refusing unsafe paths."""
-    from dissect.fetch import FetchError
+    from dissect.errors import FetchError
     infos = zf.infolist()
     for m in infos:
         p = PurePosixPath(m.filename)
@@ -130,9 +130,9 @@ def _broden_members(zf: zipfile.ZipFile, zpath: Path) -> tuple[list[zipfile.ZipI
 
 def _check(folder: Path) -> int:
     """Read `folder` with the Broden reader (tables, first image); returns the image count."""
-    from dissect.broden import BrodenProbe
-    from dissect.fetch import FetchError
-    from dissect.probe import ProbeError
+    from dissect.probes.broden import BrodenProbe
+    from dissect.errors import FetchError
+    from dissect.errors import ProbeError
     try:
         probe = BrodenProbe(folder)
         if len(probe) == 0:

@@ -58,7 +58,8 @@ def build_default_run(root: Path, n: int = DEFAULT_N, seed: int = 0,
     """Build the ToyWorld world and dissect conv5/conv6 into root/toyworld-default."""
     import torch
 
-    from dissect.dissection import DissectConfig, dissect
+    from dissect.engine.config import DissectConfig
+    from dissect.engine.dissection import dissect
     from dissect.toyworld import toyworld_probe
     torch.set_num_threads(2)
     t0 = time.time()

@@ -29,7 +29,7 @@ def add_model_args(p) -> None:
 def load(args):
     """The LoadedModel the shared arguments name."""
     import torch
-    from dissect.models import load_model
+    from dissect.models.registry import load_model
     torch.manual_seed(args.seed)
     weights = args.weights or ("default" if args.model == "toyworld" else "none")
     return load_model(args.model, weights, classes=args.classes, device=args.device,
@@ -55,9 +55,9 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.directions import (METHODS, contrast_from_folders, contrast_from_probe, fit,
+    from dissect.directions.concept import (METHODS, contrast_from_folders, contrast_from_probe, fit,
                                     save_direction)
-    from dissect.features import DirectionError
+    from dissect.errors import DirectionError
     if args.method not in METHODS:
         raise DirectionError(f"--method {args.method}: use {', '.join(METHODS)}")
     lm = load(args)
@@ -88,11 +88,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _probe(args):
-    from dissect.features import DirectionError
-    from dissect.probe import open_probe
+    from dissect.errors import DirectionError
+    from dissect.probes.registry import open_probe, open_run_probe
     if args.run:
-        from dissect.runs import open_run
-        return open_run(args.run).probe()
+        from dissect.runs.folder import open_run
+        return open_run_probe(open_run(args.run))
     if not args.probe:
         raise DirectionError("give --probe P (toyworld:N, broden:DIR, folder:DIR), --run RUN, or "
                              "--positives DIR --negatives DIR")

@@ -59,7 +59,7 @@ def report(summary: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     from dissect.formulas.explain import check_options, explain_run
     from dissect.formulas.grammar import FormulaError, mentions, unknown_concept_message
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     check_options(args.length, args.beam, args.null)
     run = open_run(args.run)
     names = run.concepts["name"].astype(str).tolist() if (run.path / "concepts.csv").exists() \

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.export import export_run
+    from dissect.runs.export import export_run
     for path in export_run(args.run, args.format, layer=args.layer, out=args.out):
         print(path)
     return 0

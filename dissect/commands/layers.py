@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.models import PRESETS, list_layers, load_model
+    from dissect.models.registry import PRESETS, list_layers, load_model
     weights = args.weights
     if weights is None and args.model not in PRESETS and ":" not in args.model:
         weights = "none"         # a torchvision name: its layers need no download

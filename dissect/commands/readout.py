@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 def run_concepts(path: str, limit: int = 8) -> list[str]:
     """The most frequent unit labels of a run (over its layers), at most `limit`."""
     import pandas as pd
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     run = open_run(path)
     labels = pd.concat([run.units(l)["label"].astype(str) for l in run.layers])
     labels = labels[labels != ""]
@@ -39,8 +39,8 @@ def run_concepts(path: str, limit: int = 8) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.labelled import open_labelled_set
-    from dissect.readout import readout
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.directions.readout import readout
     lm = load(args)
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]
     concepts = [c.strip() for c in (args.concepts or "").split(",") if c.strip()]

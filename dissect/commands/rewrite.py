@@ -49,10 +49,10 @@ def add_parser(sub) -> None:
 
 
 def _config(args, **over):
-    from dissect.editing import RewriteConfig
+    from dissect.editing.rule import RewriteConfig
     idx = None
     if args.exemplar_index:
-        from dissect.ablation import parse_units
+        from dissect.interventions.ablation import parse_units
         idx = parse_units(args.exemplar_index)
     cfg = RewriteConfig(
         layer=args.layer, concept=args.concept, style=args.style, exemplars=args.exemplars,
@@ -72,15 +72,15 @@ def main(args: argparse.Namespace) -> int:
     from dissect.errors import RewriteError
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
-        from dissect.memit import memit_from_file
+        from dissect.editing.memit import memit_from_file
         result = memit_from_file(args.edits, _config(args), lam=args.lam, progress=log)
     else:
         if not args.concept or not args.style:
             raise RewriteError("give --concept and --style (e.g. --concept sea --style snow), "
                                "or --edits FILE")
-        from dissect.editing import rewrite
+        from dissect.editing.rule import rewrite
         result = rewrite(_config(args), progress=log)
-    from dissect.editing import edit_json, summary, write_edit
+    from dissect.editing.rule import edit_json, summary, write_edit
     out = write_edit(result, args.out, source_weights=args.weights, overwrite=args.overwrite)
     doc = edit_json(result)
     doc["out"] = str(out)

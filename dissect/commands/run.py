@@ -75,7 +75,7 @@ def check_options(args: argparse.Namespace) -> None:
     import math
 
     from dissect.errors import RunError
-    from dissect.runinfo import check_layer_name
+    from dissect.runs.schema import check_layer_name
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--topk", args.topk, 1),
                              ("--workers", args.workers, 0), ("--limit", args.limit, 1),
                              ("--threads", args.threads, 1)):
@@ -102,7 +102,8 @@ def check_options(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from dissect.dissection import DissectConfig, dissect
+    from dissect.engine.config import DissectConfig
+    from dissect.engine.dissection import dissect
     from dissect.errors import RunError
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
                        "activation cache); drop --ray, or drop --baseline")
     try:
         if args.ray:
-            from dissect.distributed import dissect_ray      # takes the run folder's lock too
+            from dissect.engine.distributed import dissect_ray      # takes the run folder's lock too
             out = dissect_ray(cfg, args.out, ray=args.ray, shards=args.shards,
                               threads=args.threads or 1, progress=not args.quiet,
                               overwrite=args.overwrite)
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
             out = dissect(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    from dissect.runs import open_run
+    from dissect.runs.folder import open_run
     run = open_run(out)
     for layer in run.layers:
         units = run.units(layer)

@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import torch
-    from dissect.directions import check_direction, load_direction
-    from dissect.models import layer_info
-    from dissect.steering import dose_response, parse_alphas, parse_top
+    from dissect.directions.concept import check_direction, load_direction
+    from dissect.models.registry import layer_info
+    from dissect.directions.steering import dose_response, parse_alphas, parse_top
     alphas = parse_alphas(args.alpha)
     d = load_direction(args.direction)
     lm = load(args)
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     info = {"direction": str(args.direction), "layer": d.layer, "concept": d.concept,
             "method": d.method, "sigma": round(d.sigma, 6), "units": units}
     if args.images:
-        from dissect.ablation import image_tensor
+        from dissect.interventions.ablation import image_tensor
         xs = [image_tensor(lm, path) for path in args.images]
         res = dose_response(lm, d, [torch.stack(xs)], alphas, units, args.random, args.seed,
                             keep_probs=True)
@@ -55,8 +55,8 @@ def main(args: argparse.Namespace) -> int:
                                           for a in range(len(alphas))]}
                   for i, path in enumerate(args.images)]
     else:
-        from dissect.labelled import open_labelled_set
-        from dissect.presence import select
+        from dissect.interventions.labelled import open_labelled_set
+        from dissect.directions.presence import select
         lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit, pair=args.pair)
         lset = select(lset, _names(args.require), _names(args.exclude))
         res = dose_response(lm, d, (x for _i, x in lset.batches(args.batch_size)), alphas, units,

@@ -57,7 +57,7 @@ def _name(text: str) -> str:
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
     """(DissectConfig, run folder) for every run the command line or TOML file asks for."""
-    from dissect.dissection import DissectConfig
+    from dissect.engine.config import DissectConfig
     from dissect.errors import RunError
     root = Path(args.out_root)
     if args.runs:
@@ -108,7 +108,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.distributed import dissect_ray, ray_cluster
+    from dissect.engine.distributed import dissect_ray, ray_cluster
     plans = plan_runs(args)
     failed = 0
     with ray_cluster(args.ray, args.threads):

@@ -30,17 +30,17 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.features import DirectionError
-    from dissect.labelled import open_labelled_set
-    from dissect.tcav import tcav
+    from dissect.errors import DirectionError
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.directions.tcav import tcav
     lm = load(args)
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit, pair=args.pair)
     if args.probe:
-        from dissect.probe import open_probe
+        from dissect.probes.registry import open_probe
         opts = {"seed": args.seed, "pair": args.pair if args.probe.startswith("toyworld") else None}
         probe = open_probe(args.probe, **{k: v for k, v in opts.items() if v is not None})
     elif getattr(lset.source, "directory", None) is not None:
-        from dissect.broden import BrodenProbe
+        from dissect.probes.broden import BrodenProbe
         probe = BrodenProbe(lset.source.directory)
         probe.pair = getattr(lset.source, "pair", None)
     else:

@@ -42,21 +42,21 @@ def add_parser(sub) -> None:
 
 
 def default_weights(model: str, weights: str | None) -> str:
-    from dissect.models import PRESETS
+    from dissect.models.registry import PRESETS
     return weights or ("default" if model in PRESETS else "none")
 
 
 def default_layers(lm) -> list[str]:
-    from dissect.models import list_layers
+    from dissect.models.registry import list_layers
     return [info.name for info in list_layers(lm) if info.spatial and "." not in info.name]
 
 
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from dissect.models import load_model
-    from dissect.probe import open_probe
-    from dissect.tracing import TraceError, concept_images, trace
+    from dissect.models.registry import load_model
+    from dissect.probes.registry import open_probe
+    from dissect.editing.tracing import TraceError, concept_images, trace
     spec = args.probe or args.set
     if args.set and not spec.startswith("toyworld"):
         raise TraceError(f"--set {spec} has no concept masks: trace needs --probe broden:DIR or "

@@ -5,7 +5,7 @@
 
 Per unit (all IoUs over the probe set at the unit's threshold and mask resolution):
 - `formula_searched`: the beam's best formula on all images, `formula_searched_iou` its IoU;
-- held-out: the same search on the choosing half (dissect.splits.heldout_halves) picks a
+- held-out: the same search on the choosing half (dissect.probes.splits.heldout_halves) picks a
   formula and a single concept; both are measured on the other half. When the formula does
   not beat the single concept there (significantly, over chance: see `_heldout`), the
   unit's formula is its single label (`label` in units.csv) and `formula_fallback` is True;
@@ -203,7 +203,8 @@ def _vocabulary(prob: Problem, info: dict, size: int) -> list[int]:
 # ----------------------------------------------------------------------------- run folders
 def label_index(run, progress: bool = False) -> LabelIndex:
     """The run's packed concept masks: <run>/labels.npz, built from its probe when missing."""
-    from dissect.probe import ProbeError
+    from dissect.errors import ProbeError
+    from dissect.probes.registry import open_run_probe
     path = run.path / "labels.npz"
     concepts = run.concepts
     n = len(run.images)
@@ -215,7 +216,7 @@ def label_index(run, progress: bool = False) -> LabelIndex:
         except (OSError, KeyError, ValueError):
             pass
     try:
-        probe = run.probe()
+        probe = open_run_probe(run)
         if len(probe) != n:
             raise ProbeError(f"it now has {len(probe)} images, the run used {n}")
         index = LabelIndex.from_probe(probe, concepts["concept"].to_numpy(), progress=progress)
@@ -236,8 +237,9 @@ def explain_run(path, layers: Sequence[str] | None = None, length: int = 3, beam
     """Add the formula columns to units.csv of each layer (default: all); returns a summary
     per layer (also written to layers/<layer>/formulas.json)."""
     from dissect.errors import RunError
-    from dissect.runs import open_run, write_csv, write_json
-    from dissect.splits import heldout_halves
+    from dissect.runs.folder import open_run
+    from dissect.runs.atomic import write_csv, write_json
+    from dissect.probes.splits import heldout_halves
     check_options(length, beam, null)
     run = open_run(path)
     if not run.complete:

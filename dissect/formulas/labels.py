@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dissect.formulas.grammar import AND, OR, Formula, canonical
-from dissect.runs import write_npz
+from dissect.runs.atomic import write_npz
 
 
 def pack(mask: np.ndarray, words: int) -> np.ndarray:
@@ -71,7 +71,7 @@ class LabelIndex:
         """Decode every image's labels (images are not decoded) into an index."""
         from tqdm.auto import tqdm
 
-        from dissect.probe import probe_loader
+        from dissect.probes.types import probe_loader
         probe = copy.copy(probe)
         probe.decode_images = False
         ids = np.asarray(concept_ids, np.int64)

@@ -41,7 +41,7 @@ def world_dir(n: int, seed: int = 0, cache_dir: str | os.PathLike | None = None,
 
 def check_pair(pair: str | None, restyle=None) -> str | None:
     """`pair` if it names a ToyWorld object (ProbeError naming the objects otherwise)."""
-    from dissect.probeset import ProbeError
+    from dissect.errors import ProbeError
     from dissect.toyworld.world import OBJECTS
     if pair is not None and pair not in OBJECTS:
         raise ProbeError(f"--pair {pair}: not a ToyWorld object; choose from {', '.join(OBJECTS)}")
@@ -84,8 +84,8 @@ def toyworld_probe(n: int | None = None, seed: int | None = 0,
     `pair="sun"`: n scenes drawn with and without the sun, 2n images (`rows` has columns
     `pair` and `twin`).
     """
-    from dissect.broden import BrodenProbe
-    from dissect.probeset import ProbeError
+    from dissect.probes.broden import BrodenProbe
+    from dissect.errors import ProbeError
     n = DEFAULT_N if n is None else int(n)
     if n < 1:
         raise ProbeError(f"toyworld:{n} needs a positive number of images, e.g. toyworld:500")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dissect.probeset import ProbeError
+from dissect.errors import ProbeError
 from dissect.toyworld.generate import render, render_pair
 from dissect.toyworld.world import (COLORS, OBJECTS, PARTS, PIXEL_CATEGORIES, RANGES,
                                     SCENE_NAMES, TEXTURES, concept_table)

@@ -5,14 +5,14 @@
     eff = ablation_effect(lm, "conv6", units, seed=2024, count=900)
     eff["before"]["beach"], eff["after"]["beach"]              # per-scene accuracy
 
-`run` is a dissect.runs.Run (or anything with `.units(layer)` returning units.csv).
+`run` is a dissect.runs.folder.Run (or anything with `.units(layer)` returning units.csv).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from dissect.hooks import intervene
+from dissect.models.hooks import intervene
 from dissect.toyworld.generate import render_parallel
 from dissect.toyworld.train import _prep
 from dissect.toyworld.world import SCENE_NAMES

@@ -85,7 +85,8 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 
 def load_toyworld(weights: str = "default", device: str = "cpu"):
     """The ToyWorld CNN as a LoadedModel: weights "default"/"DEFAULT", "none" or a file path."""
-    from dissect.loaded_model import LoadedModel, ModelError
+    from dissect.models.loaded import LoadedModel
+    from dissect.errors import ModelError
     model = ToyWorldCNN()
     meta: dict = {}
     mean, std = MEAN, STD

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from dissect.probeset import ProbeError
+from dissect.errors import ProbeError
 from dissect.toyworld.world import COLORS, OBJECTS
 
 

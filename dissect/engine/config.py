@@ -1,0 +1,51 @@
+"""What defines a dissection: the options stored in run.json["config"], and their hash.
+
+    cfg = DissectConfig(model="resnet18", weights="none", layers=["layer4"], probe="toyworld:200")
+    cfg.identity()      # sha1 of the options that change results (a resumed run must match)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+DENOMINATORS = ("nd", "netdissect-lite", "global")
+
+
+@dataclass
+class DissectConfig:
+    """Everything that defines a run (stored in run.json["config"])."""
+    model: str = "resnet18"
+    weights: str | None = None        # None: the model's trained weights; "none": random init
+    layers: list[str] = field(default_factory=lambda: ["layer4"])
+    probe: str = "toyworld"
+    probe_options: dict = field(default_factory=dict)   # categories, split, limit, seed, segmenter
+    quantile: float = 0.005
+    denominator: str = "nd"
+    batch_size: int = 32
+    workers: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    topk: int = 20
+    iou_threshold: float = 0.04
+    classes: str | None = None
+    cache_dtype: str = "float32"      # float32 (exact) or float16
+    cache: str = "disk"               # disk (memmap, resumable) or ram
+    keep_acts: bool = True            # write layers/<layer>/acts.npy (float16) for the app
+    bins: int = 64
+    tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
+                                      # on small machines; 0 = leave torch's setting)
+    null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust.per_image)
+    heldout: str = "auto"             # --heldout auto|split|random (dissect.probes.splits)
+    baseline: str = ""                # --baseline rotation|random-init (dissect.trust.baselines)
+
+    def __post_init__(self) -> None:
+        from dissect.models.registry import resolve_weights
+        self.weights = resolve_weights(self.model, self.weights)   # None -> trained weights
+
+    def identity(self) -> str:
+        """Hash of the options that change results (not batch size, workers, device)."""
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("batch_size", "workers", "device", "keep_acts", "cache",
+                             "tally_threads")}
+        return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

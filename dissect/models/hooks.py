@@ -1,0 +1,105 @@
+"""Hooks that own their lifetime: capture or edit a module's output inside a `with` block.
+
+    with capture(model, ["layer3", "layer4"]) as acts:
+        model(x)
+    acts["layer4"]            # a copy of layer4's output (B×K×h×w)
+
+    with intervene(model, {"layer4": lambda out: out * mask}):
+        logits = model(x)     # layer4's output is replaced by the edit's return value
+
+No hook outlives its block, even when the forward pass raises.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from dissect.errors import LayerNotFound
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called `name` (as `named_modules` spells it), or LayerNotFound."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise LayerNotFound(name, model) from None
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@contextmanager
+def capture(
+    model: nn.Module, layers: Sequence[str], *, stop_after: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record a copy of each layer's output into the yielded dict, keyed by layer name.
+
+    Outputs are cloned (detached) so an in-place op after the layer cannot rewrite them.
+    With `stop_after=True` the forward pass is cut short after the last of `layers` has
+    run (raise-and-catch, as baukit's `stop=True`): wrap the call in `stopped_forward`.
+    """
+    modules = [(name, get_layer(model, name)) for name in layers]
+    outputs: dict[str, torch.Tensor] = {}
+    seen_this_pass: set[str] = set()
+    handles = []
+
+    def new_pass(_module, _inputs):
+        seen_this_pass.clear()
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            outputs[name] = _first_tensor(output).detach().clone()
+            seen_this_pass.add(name)
+            if stop_after and len(seen_this_pass) == len(modules):
+                raise StopForward()
+        return hook
+
+    try:
+        handles.append(model.register_forward_pre_hook(new_pass))
+        for name, module in modules:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield outputs
+    finally:
+        for handle in reversed(handles):
+            handle.remove()
+
+
+class StopForward(Exception):
+    """Raised by a capture hook to end a forward pass early."""
+
+
+def stopped_forward(model: nn.Module, x: torch.Tensor) -> None:
+    """Run `model(x)` inside `capture(..., stop_after=True)`, swallowing the early stop."""
+    try:
+        model(x)
+    except StopForward:
+        pass
+
+
+Edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def intervene(model: nn.Module, edits: Mapping[str, Edit]) -> Iterator[None]:
+    """Replace each named layer's output with `edit(output)` while the block runs."""
+    modules = [(name, get_layer(model, name), edit) for name, edit in edits.items()]
+    handles = []
+
+    def make_hook(edit: Edit):
+        def hook(_module, _inputs, output):
+            if isinstance(output, tuple):
+                return (edit(output[0]),) + output[1:]
+            return edit(output)
+        return hook
+
+    try:
+        for _name, module, edit in modules:
+            handles.append(module.register_forward_hook(make_hook(edit)))
+        yield
+    finally:
+        for handle in reversed(handles):
+            handle.remove()

@@ -1,0 +1,1 @@
+"""Model presets that load real weights offline (see dissect.models.registry.PRESETS)."""

@@ -1,1 +1,0 @@
-"""Model presets that load real weights offline (see dissect.models.PRESETS)."""

@@ -1,0 +1,196 @@
+"""The run folder, read: open one, list a root, read its tables and arrays.
+
+    run = open_run("runs/r18")               # RunError when missing / other version
+    run.status, run.layers                   # "complete", ["layer3", "layer4"]
+    run.units("layer4")                      # DataFrame: unit, category, label, concept, iou, ...
+    run.iou("layer4")                        # float32 [units, concepts]; columns = run.concepts rows
+    run.topk("layer4")["indices"]            # int64 [units, k] rows of run.images
+    probe = open_run_probe(run)              # dissect.probes.registry: the probe, reopened
+    for r in list_runs("runs"): print(r.path, r.status)
+
+Writers are dissect.runs.writer (run.json's status: "complete" only after everything else is
+on disk) and dissect.runs.atomic (temp file + rename, so a reader never sees half a file). Layout and schema: ../shared/DESIGN.md, "The run folder".
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from dissect.errors import RunError
+from dissect.runs.damage import repair_hint
+from dissect.runs.schema import read_info
+
+
+class Run:
+    """A run folder, read lazily. Arrays are loaded on first use (acts is memory-mapped)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+    # -- run.json
+    @property
+    def info(self) -> dict:
+        """run.json as a dict (re-read each time: a running run rewrites it)."""
+        return read_info(self.path)
+
+    @property
+    def damage(self) -> str | None:
+        """Why run.json cannot be read (missing, not JSON, wrong shape), or None when it can."""
+        try:
+            read_info(self.path)
+        except RunError as e:
+            return str(e)
+        return None
+
+    @property
+    def status(self) -> str:
+        """running | complete | failed | cancelled, or "damaged" when run.json is unreadable."""
+        try:
+            return self.info.get("status", "unknown")
+        except RunError:
+            return "damaged"
+
+    @property
+    def config(self) -> dict:
+        return self.info.get("config", {})
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def layers(self) -> list[str]:
+        """Layers in config order that have a folder on disk."""
+        layers = list(self.config.get("layers", []))
+        return [l for l in layers if (self.path / "layers" / l).is_dir()] or layers
+
+    def layer_dir(self, layer: str) -> Path:
+        d = self.path / "layers" / layer
+        if not d.is_dir():
+            raise RunError(f"run {self.path} has no layer '{layer}' (it has: "
+                           f"{', '.join(self.layers) or 'none'}); pick one of those")
+        return d
+
+    def _need(self, path: Path) -> Path:
+        if not path.exists():
+            raise RunError(f"{path} is missing (run status: {self.status}); run the same "
+                           "`python -m dissect run ...` command again to resume it")
+        return path
+
+    def _read(self, path: Path, read: Callable[[Path], Any]) -> Any:
+        """read(path) for a file of this run; RunError naming the file and the repair when it
+        is missing, truncated or of the wrong kind (never a raw numpy/zip/pandas error)."""
+        self._need(path)
+        try:
+            return read(path)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
+                pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            rel = path.relative_to(self.path) if path.is_relative_to(self.path) else path.name
+            raise RunError(f"{rel} of run '{self.name}' cannot be read ({type(e).__name__}); "
+                           f"{repair_hint(self.path)}") from None
+
+    # -- tables
+    @cached_property
+    def concepts(self) -> pd.DataFrame:
+        """concept, name, category, images, pixels; row i = column i of iou.npy."""
+        return self._read(self.path / "concepts.csv", _csv)
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        """index, path, split, width, height: the probe images in the order used."""
+        return self._read(self.path / "images.csv", _csv)
+
+    def units(self, layer: str) -> pd.DataFrame:
+        """unit, category, label, concept, iou, threshold (+ per-category columns)."""
+        path = self.layer_dir(layer) / "units.csv"
+        df = self._read(path, _csv)
+        missing = [c for c in ("unit", "category", "label", "iou") if c not in df.columns]
+        bad = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
+               and _not_numbers(df[c], allow_nan=c != "unit")]
+        if missing or bad:
+            what = (f"has no column {', '.join(missing)}" if missing
+                    else f"has non-numbers in column {', '.join(bad)}")
+            raise RunError(f"layers/{layer}/units.csv of run '{self.name}' {what}; "
+                           f"{repair_hint(self.path)}")
+        return df
+
+    # -- arrays
+    def iou(self, layer: str) -> np.ndarray:
+        """float32 [units, concepts]."""
+        return self._read(self.layer_dir(layer) / "iou.npy", np.load)
+
+    def topk(self, layer: str) -> dict[str, np.ndarray]:
+        """{"indices": int64 [units, k], "values": float32 [units, k], "maps": f16 [units,k,h,w]}."""
+        return self._read(self.layer_dir(layer) / "topk.npz", _npz)
+
+    def imgmax(self, layer: str) -> np.ndarray:
+        """float32 [images, units]: each unit's max raw activation per image."""
+        return self._read(self.layer_dir(layer) / "imgmax.npy", np.load)
+
+    def hist(self, layer: str) -> dict[str, np.ndarray]:
+        """{"edges": float32 [units, B+1], "counts": int64 [units, B]}."""
+        return self._read(self.layer_dir(layer) / "hist.npz", _npz)
+
+    def acts(self, layer: str) -> np.ndarray | None:
+        """float16 [images, units, h, w] raw activations, memory-mapped; None when not kept."""
+        path = self.layer_dir(layer) / "acts.npy"
+        return self._read(path, lambda p: np.load(p, mmap_mode="r")) if path.exists() else None
+
+    def thresholds(self, layer: str) -> np.ndarray:
+        """float32 [units]: T_k."""
+        return self.units(layer)["threshold"].to_numpy(np.float32)
+
+
+
+def _not_numbers(col: pd.Series, allow_nan: bool) -> bool:
+    num = pd.to_numeric(col, errors="coerce")
+    empty = col.astype(str).str.strip().str.lower().isin(["", "nan"]) if allow_nan else False
+    return bool((num.isna() & ~empty).any())
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    """Open a run folder (any status); RunError when it is missing or from another version."""
+    run = Run(path)
+    read_info(run.path)
+    return run
+
+
+def list_runs(root: str | os.PathLike) -> list[Run]:
+    """Every run folder directly under `root`, newest first; damaged ones included (their
+    `status` is "damaged" and `damage` says why), so one bad folder hides no other."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs, updated = [], {}
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and (d / "run.json").exists():
+            run = Run(d)
+            try:
+                updated[d] = str(run.info.get("updated") or "")
+            except RunError:
+                updated[d] = ""
+            runs.append(run)
+    runs.sort(key=lambda r: updated[r.path], reverse=True)
+    return runs
