@@ -22,6 +22,10 @@ st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU �
             + ("" if significant is None else
                f" · {int(significant.sum())} significant (q ≤ 0.05), "
                f"{int((units.interpretable & significant).sum())} of them interpretable"))
+if significant is not None:
+    from dissect.trust.columns import layer_warnings
+    for line in layer_warnings(units, int(get_run(ctx.path, ctx.stamp).config.get("null") or 0)):
+        st.warning(line, icon="⚠️")
 if n == 0:
     st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
             "the charts below still show every unit's best match.")

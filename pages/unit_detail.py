@@ -82,7 +82,11 @@ if "p_value" in row and pd.notna(row["p_value"]):
               if pd.notna(row["label_stability"]) else "—",
               help="Share of bootstrap resamples that keep this label")
     m4.metric("p-value", f"{row['p_value']:.3g}",
-              help="Image-permutation null of the best IoU over all concepts")
+              help="Image-permutation null of the best IoU over all concepts"
+              + ({"gpd": "; below the permutation floor, estimated from the null's tail "
+                         "(generalised Pareto fit)",
+                  "floor": "; at the permutation floor (no tail fit passed its test)"}
+                 .get(str(row.get("p_method", "")), "")))
     m5.metric("q-value", f"{row['q_value']:.3g}", help="Benjamini–Hochberg over the layer; "
               "significant at q ≤ 0.05")
     m6.metric("p localised", f"{row['p_localised']:.3g}",

@@ -5,6 +5,7 @@ image itself, with known answers on dissect.probes.synthetic_broden images (test
 - unit 2: co-occurrence: fires in the top-left corner only in images that contain a red `car`;
 - units 3 .. 3+FIXED-1: fixed position: the same bump in every image, plus a little noise;
 - the rest: hash noise, a fresh pseudo-random map per image (seeded by a hash of the image).
+`build_small`: units 0 and 2 and the hash-noise units only (42 units).
 
 Inputs are [0, 1] images (mean 0, std 1); the layer is 1/POOL of the image size.
 """
@@ -44,6 +45,9 @@ class Planted(nn.Module):
         self.head = nn.Linear(UNITS, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.units(self.maps(x)).mean((2, 3)))
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
         b, _, H, W = x.shape
         h, w = H // POOL, W // POOL
         noise = _image_noise(x, UNITS, h, w)
@@ -64,9 +68,27 @@ class Planted(nn.Module):
             bumps[None] + 0.2 * noise[:, 3:3 + FIXED],
             noise[:, 3 + FIXED:],
         ], 1)
-        return self.head(self.units(maps).mean((2, 3)))
+        return maps
+
+
+class PlantedSmall(Planted):
+    """42 units: the white detector, the co-occurrence unit and the NOISE hash-noise units."""
+    KEEP = [0, 2] + list(range(3 + FIXED, UNITS))
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(len(self.KEEP), 2)
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        return super().maps(x)[:, self.KEEP]
 
 
 def build() -> LoadedModel:
     return LoadedModel(Planted().eval(), "planted", "none", ["a", "b"], (0.0, 0.0, 0.0),
                        (1.0, 1.0, 1.0))
+
+
+def build_small() -> LoadedModel:
+    """The 42-unit layer of the small-B significance test (tests/test_fidelity.py)."""
+    return LoadedModel(PlantedSmall().eval(), "planted-small", "none", ["a", "b"],
+                       (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

@@ -146,6 +146,11 @@ def main(args: argparse.Namespace) -> int:
         n = int(units["interpretable"].sum()) if "interpretable" in units else 0
         print(f"{layer}: {n}/{len(units)} units interpretable (IoU ≥ {cfg.iou_threshold})",
               file=sys.stderr)
+        if cfg.null:
+            from dissect.trust.columns import layer_warnings, summary_line
+            for line in [summary_line(layer, units), *layer_warnings(units, cfg.null)]:
+                if line:
+                    print(line if line.startswith(layer) else f"note: {line}", file=sys.stderr)
     if args.explain:
         from dissect.commands.explain import report
         from dissect.formulas.explain import explain_run

@@ -31,7 +31,7 @@ class DissectConfig:
     classes: str | None = None
     cache_dtype: str = "float32"      # float32 (exact) or float16
     cache: str = "disk"               # disk (memmap, resumable) or ram
-    keep_acts: bool = True            # write layers/<layer>/acts.npy (float16) for the app
+    keep_acts: bool = True            # keep the cache as layers/<layer>/acts.npy (its dtype)
     bins: int = 64
     tally_threads: int = 1            # CPU threads in phase 2 (many small ops: 1 is fastest
                                       # on small machines; 0 = leave torch's setting)

@@ -32,12 +32,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dissect.engine.act_cache import ActCache
 from dissect.engine.config import DissectConfig
 from dissect.engine.layer_state import concept_tables, layer_shapes
 from dissect.engine.dissection import recording_failure, check_out, new_writer, open_cfg_probe
 from dissect.engine.cluster import check_address, import_ray, parse_ray, ray_cluster
 from dissect.errors import RunError
-from dissect.runs.atomic import atomic_write, reserve, write_torch
+from dissect.runs.atomic import atomic_write, write_torch
 from dissect.engine.shard import ShardError, ShardSpec, forward_shard, probe_fingerprint, tally_shard
 from dissect.engine.shard_board import ShardBoard
 from dissect.engine.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
@@ -65,7 +66,7 @@ class _Merged:
         self.imgmax = np.zeros((n, k), np.float32)
         self.tally = self.hist = None
         self.trust: PerImageStats | None = None    # per-image statistics, merged from shards
-        self.cache: np.ndarray | None = None       # float16 acts, when the shards wrote them
+        self.cache = None          # an ActCache of the acts, when the shards wrote them
         self._maps: list[tuple[torch.Tensor, torch.Tensor]] = []   # (indices, maps) per shard
 
     def add_forward(self, rows: tuple[int, int], st: dict) -> None:
@@ -83,13 +84,13 @@ class _Merged:
             getattr(self, key).merge(part)
 
     def topk_maps(self) -> np.ndarray:
-        """float16 [K, k, h, w]: the merged top images' maps, picked from the shards' own."""
+        """[K, k, h, w]: the merged top images' maps, picked from the shards' own (their dtype)."""
         idx = torch.cat([i for i, _ in self._maps], 1)               # K × S
         maps = torch.cat([m for _, m in self._maps], 1)              # K × S × h × w
         final = self.top.indices                                     # K × k
         pos = (final[:, :, None] == idx[:, None, :]).int().argmax(2)  # K × k
         picked = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-        return picked.numpy().astype(np.float16)
+        return picked.numpy()
 
 
 def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shards: int | None
@@ -169,17 +170,18 @@ class _Driver:
                 for i, r in enumerate(self.plan)]
 
     def _acts_files(self) -> str:
-        """Float16 acts files the shards fill when they share this folder; the folder's token."""
+        """The acts files (the cache's dtype) the shards fill when they share this folder; the
+        folder's token."""
+        dtype = np.float16 if self.cfg.cache_dtype == "float16" else np.float32
         for name, (k, h, w) in self.shapes.items():
-            f = self.cache / f"{name}.acts16.npy"
+            f = self.cache / f"{name}.acts.npy"
             shape = (self.n, k, h, w)
             try:
-                ok = np.load(f, mmap_mode="r").shape == shape
+                ok = np.load(f, mmap_mode="r").shape == shape and np.load(f, mmap_mode="r").dtype == dtype
             except (OSError, ValueError):
                 ok = False
             if not ok:
-                np.lib.format.open_memmap(f, mode="w+", dtype=np.float16, shape=shape)
-                reserve(f)
+                ActCache.create(f, dtype, shape).close()
         token_file = self.cache / "shared-token"
         if not token_file.exists():
             atomic_write(token_file, lambda fh: fh.write(secrets.token_hex(16).encode()))
@@ -314,7 +316,7 @@ class _Driver:
         acts = cfg.keep_acts and all(r2[s.shard].get("acts_written") for s in specs)
         for L in layers.values():
             if acts:
-                L.cache = np.load(self.cache / f"{L.name}.acts16.npy", mmap_mode="r")
+                L.cache = ActCache.open(self.cache / f"{L.name}.acts.npy")
         merge += time.perf_counter() - t0
         self.timings["merge"] = round(merge, 3)
         for row in self.writer.info.get("shards", []):    # each shard's own compute time

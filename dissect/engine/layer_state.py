@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dissect.engine.act_cache import ActCache
 from dissect.engine.config import DissectConfig
 from dissect.engine.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.errors import LayerError
@@ -37,7 +38,7 @@ class LayerState:
             self.imgmax = np.zeros((n, k), np.float32)
         else:
             self.files = [cache_dir / f"{name}.acts.npy", cache_dir / f"{name}.imgmax.npy"]
-            self.cache, fresh_a = open_cache(self.files[0], dtype, (n, k, h, w))
+            self.cache, fresh_a = open_cache(self.files[0], dtype, (n, k, h, w), rows=True)
             self.imgmax, fresh_m = open_cache(self.files[1], np.float32, (n, k))
             self.fresh = fresh_a or fresh_m
         self.quant = TailQuantile(k, cfg.quantile, n * h * w)
@@ -65,10 +66,10 @@ class LayerState:
             getattr(self, key).load_state_dict(value)
 
     def topk_maps(self, start: int = 0) -> np.ndarray:
-        """float16 [K, k, h, w]: each unit's raw map on each of its top images (cache rows
-        start at image `start`)."""
+        """[K, k, h, w] in the cache's dtype: each unit's raw map on each of its top images
+        (cache rows start at image `start`), exactly the values the engine thresholded."""
         idx = self.top.indices.numpy().astype(np.int64) - start
-        maps = np.zeros(idx.shape + self.shape[1:], np.float16)
+        maps = np.zeros(idx.shape + self.shape[1:], self.cache.dtype)
         for u in range(idx.shape[0]):
             maps[u] = self.cache[idx[u], u]
         return maps
@@ -84,15 +85,20 @@ class LayerState:
                 a.flush()
 
 
-def open_cache(path: Path, dtype, shape: tuple[int, ...]) -> tuple[np.memmap, bool]:
+def open_cache(path: Path, dtype, shape: tuple[int, ...],
+               rows: bool = False) -> tuple[np.memmap | ActCache, bool]:
     """The on-disk cache array at `path` (reused when its header and size fit, else created),
-    with its blocks reserved; returns (array, created_now)."""
+    with its blocks reserved; returns (array, created_now). `rows=True`: an ActCache (read and
+    written by pread/pwrite, so resident memory stays flat), else a memory map."""
     want = np.dtype(dtype)
     if path.exists():
         if npy_fits(path, want, tuple(shape)):
             reserve(path)                        # a sparse file from a full disk: fill it now
-            return np.lib.format.open_memmap(path, mode="r+"), False
+            return (ActCache.open(path) if rows
+                    else np.lib.format.open_memmap(path, mode="r+")), False
         path.unlink()                            # truncated / other shape: start it again
+    if rows:
+        return ActCache.create(path, want, tuple(shape)), True
     a = np.lib.format.open_memmap(path, mode="w+", dtype=want, shape=tuple(shape))
     reserve(path)
     return a, True

@@ -3,19 +3,18 @@
     write_results(writer, cfg, probe, concepts, categories, concept_cat, layers, thresholds)
 
 Per layer: units.csv (best label per category, then overall), iou.npy, topk.npz, imgmax.npy,
-hist.npz, tally.npz (the integer tallies behind every denominator) and acts.npy (float16).
+hist.npz, tally.npz (the integer tallies behind every denominator) and acts.npy: the
+activation cache itself (hard-linked, in the cache's dtype), so every reader of a unit's active
+pixels compares exactly the values the engine compared (one definition of "active").
 Also images.csv and concepts.csv. Called by dissect.engine.dissection; see DESIGN.md for the schema.
 """
 from __future__ import annotations
-
-import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dissect.runs.atomic import FILE_MODE, reserve
+from dissect.engine.act_cache import keep_as
 from dissect.trust.columns import trust_columns
 
 
@@ -56,25 +55,6 @@ def label_units(iou: np.ndarray, concepts: pd.DataFrame, categories: list[str],
     for key, v in cols.items():
         df[key] = v
     return df
-
-
-def _write_acts_f16(path, cache: np.ndarray, chunk: int = 256) -> None:
-    """acts.npy as float16, converted in chunks into a temp file, then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=".acts.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=cache.shape)
-        reserve(tmp)
-        for i in range(0, cache.shape[0], chunk):
-            mm[i:i + chunk] = cache[i:i + chunk]
-        mm.flush()
-        del mm
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_results(writer, cfg, probe, concepts: pd.DataFrame, categories: list[str],
@@ -121,6 +101,6 @@ def write_results(writer, cfg, probe, concepts: pd.DataFrame, categories: list[s
         writer.write_npz(f"{base}/hist.npz", edges=L.hist.edges.numpy().astype(np.float32),
                          counts=L.hist.counts.numpy().astype(np.int64))
         if cfg.keep_acts and L.cache is not None:     # a Ray run whose workers kept theirs: None
-            _write_acts_f16(writer.file(f"{base}/acts.npy"), L.cache)
+            keep_as(L.cache, writer.file(f"{base}/acts.npy"))   # the engine's own values
         writer.write_csv(f"{base}/units.csv", units)
         writer.progress("write", done + 1, len(layers))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from dissect.errors import USER_ERRORS, RunError
+from dissect.engine.act_cache import ActCache
 from dissect.engine.stats import TailQuantile
 
 
@@ -188,7 +189,7 @@ def forward_shard(spec: ShardSpec, board=None) -> dict:
 def tally_shard(spec: ShardSpec, thresholds: dict, edges: dict, board=None) -> dict:
     """Phase 2 of one shard: IoU tallies and histograms for `thresholds` and histogram `edges`
     (per layer), from the node-local cache (rebuilt by a forward pass when missing). Writes the
-    shard's rows of the float16 acts into `spec.acts_dir` when that folder is shared with the
+    shard's rows of the acts into `spec.acts_dir` when that folder is shared with the
     driver; removes the local cache at the end."""
     rep = _Reporter(board, spec)
 
@@ -231,7 +232,7 @@ def tally_shard(spec: ShardSpec, thresholds: dict, edges: dict, board=None) -> d
 
 
 def _write_acts(spec: ShardSpec, layers: dict) -> bool:
-    """The shard's float16 rows into the driver's acts files, when this node sees them."""
+    """The shard's rows into the driver's acts files, when this node sees them."""
     if not spec.acts_dir:
         return False
     folder = Path(spec.acts_dir)
@@ -243,11 +244,10 @@ def _write_acts(spec: ShardSpec, layers: dict) -> bool:
         return False                        # not shared with the driver: activations stay here
     lo, hi = spec.rows
     for name, L in layers.items():
-        mm = np.load(folder / f"{name}.acts16.npy", mmap_mode="r+")
+        acts = ActCache.open(folder / f"{name}.acts.npy")
         for i in range(0, hi - lo, 256):
-            mm[lo + i:lo + min(i + 256, hi - lo)] = L.cache[i:i + 256]
-        mm.flush()
-        del mm
+            acts[lo + i:lo + min(i + 256, hi - lo)] = L.cache[i:i + 256]
+        acts.close()
     return True
 
 

@@ -273,18 +273,38 @@ def _axis_to(a: _Axis, dev: torch.device) -> _Axis:
     return _Axis(*(t.to(dev) for t in (a.i0, a.i1, a.pos, a.valid, a.l0, a.l1)))
 
 
+@lru_cache(maxsize=32)
+def _per_pixel(n_in: int, n_out: int) -> tuple[torch.Tensor, ...]:
+    """(i0, i1, l0, l1) per output position: `_axis`'s blocks spread out, the same numbers."""
+    a = _axis(n_in, n_out)
+    i0, i1 = torch.zeros(n_out, dtype=torch.long), torch.zeros(n_out, dtype=torch.long)
+    l0, l1 = torch.zeros(n_out), torch.zeros(n_out)
+    for b in range(len(a.i0)):
+        pos, ok = a.pos[b], a.valid[b]
+        i0[pos[ok]], i1[pos[ok]] = a.i0[b], a.i1[b]
+        l0[pos[ok]], l1[pos[ok]] = a.l0[b][ok], a.l1[b][ok]
+    return i0, i1, l0, l1
+
+
 def upsample_cells(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Full bilinear upsample of M×h×w computed the way `tally_batch` computes cells (tests)."""
-    m, h, w = raw.shape
-    ry, rx = _axis(h, size[0]), _axis(w, size[1])
-    out = torch.empty(m, *size)
-    for r in range(len(ry.i0)):
-        for c in range(len(rx.i0)):
-            x00, x01 = raw[:, ry.i0[r], rx.i0[c]][:, None], raw[:, ry.i0[r], rx.i1[c]][:, None]
-            x10, x11 = raw[:, ry.i1[r], rx.i0[c]][:, None], raw[:, ry.i1[r], rx.i1[c]][:, None]
-            t0 = x00 * rx.l0[c][None] + x01 * rx.l1[c][None]
-            t1 = x10 * rx.l0[c][None] + x11 * rx.l1[c][None]
-            v = t0[:, None, :] * ry.l0[r][None, :, None] + t1[:, None, :] * ry.l1[r][None, :, None]
-            ys, xs = ry.pos[r][ry.valid[r]], rx.pos[c][rx.valid[c]]
-            out[:, ys[:, None], xs[None, :]] = v[:, : len(ys), : len(xs)]
-    return out
+    """M×h×w -> M×H×W bilinear (align_corners=False), with exactly `tally_batch`'s arithmetic.
+
+    Every reader of a unit's active pixels (formulas, overlays, segmentations) thresholds this,
+    so `upsample_cells(raw, size) > T_k` is bit for bit the engine's mask (`active_masks`).
+    """
+    raw = raw.float()
+    (H, W), (h, w) = size, raw.shape[-2:]
+    y0, y1, ly0, ly1 = (t.to(raw.device) for t in _per_pixel(h, H))
+    x0, x1, lx0, lx1 = (t.to(raw.device) for t in _per_pixel(w, W))
+    r0, r1 = raw.index_select(1, y0), raw.index_select(1, y1)               # M×H×w
+    t0 = r0.index_select(2, x0) * lx0 + r0.index_select(2, x1) * lx1        # M×H×W
+    t1 = r1.index_select(2, x0) * lx0 + r1.index_select(2, x1) * lx1
+    return t0 * ly0[:, None] + t1 * ly1[:, None]
+
+
+def active_masks(raw: torch.Tensor, thresholds: torch.Tensor | float,
+                 size: tuple[int, int]) -> torch.Tensor:
+    """Bool M×H×W: the engine's active pixels of M raw maps (`upsampled > T`, strict), with
+    T a float or one threshold per map, compared in float32 as `tally_batch` compares."""
+    th = torch.as_tensor(thresholds, dtype=torch.float32, device=raw.device).reshape(-1)
+    return upsample_cells(raw, size) > th[:, None, None]

@@ -110,7 +110,7 @@ def explain_units(acts: np.ndarray, thresholds: np.ndarray, index: LabelIndex,
                   progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Formula columns for the given units (all by default); see the module docstring.
 
-    acts: [images, units, h, w] raw activations (float16 acts.npy is fine); thresholds: T_k;
+    acts: [images, units, h, w] raw activations (the run's acts.npy); thresholds: T_k;
     labels: each unit's single-label concept column (-1: none; the fallback then uses the
     best single concept on all images).
     """

@@ -3,14 +3,17 @@
     img, pix = active_pixels(acts[:, k], thresholds[k], (H, W))
 
 Active pixel (DESIGN.md): the raw map upsampled bilinearly (align_corners=False) to the mask
-size is > T_k (strict). Only images whose raw max exceeds T_k can hold one, so only those are
-upsampled. `acts` may be the run's float16 acts.npy (memory-mapped) or any float array.
+size is > T_k (strict), computed by the engine's own function (dissect.engine.tally.active_masks),
+so these are exactly the pixels the engine counted. Only images whose raw max exceeds T_k can
+hold one, so only those are upsampled. `acts` is the run's acts.npy (memory-mapped, the engine's
+cache values) or any float array.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from dissect.engine.tally import active_masks
 
 
 def active_pixels(acts: np.ndarray, threshold: float, size: tuple[int, int],
@@ -22,10 +25,9 @@ def active_pixels(acts: np.ndarray, threshold: float, size: tuple[int, int],
     imgs, pixs = [], []
     for s in range(0, len(cand), chunk):
         idx = cand[s:s + chunk]
-        raw = torch.from_numpy(np.ascontiguousarray(a[idx], dtype=np.float32))[:, None]
-        up = raw if tuple(raw.shape[-2:]) == tuple(size) else \
-            F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
-        hot = (up[:, 0] > float(t)).reshape(len(idx), -1).numpy()
+        raw = torch.from_numpy(np.ascontiguousarray(a[idx], dtype=np.float32))
+        hot = (raw > t.item() if tuple(raw.shape[-2:]) == tuple(size)
+               else active_masks(raw, float(t), size)).reshape(len(idx), -1).numpy()
         r, p = np.nonzero(hot)
         imgs.append(idx[r])
         pixs.append(p)

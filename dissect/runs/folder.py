@@ -145,7 +145,8 @@ class Run:
         return self._read(self.layer_dir(layer) / "hist.npz", _npz)
 
     def acts(self, layer: str) -> np.ndarray | None:
-        """float16 [images, units, h, w] raw activations, memory-mapped; None when not kept."""
+        """[images, units, h, w] raw activations, memory-mapped: the engine's cache itself (float32,
+        or float16 with --cache-dtype float16), so `> T_k` gives its active pixels; None when not kept."""
         path = self.layer_dir(layer) / "acts.npy"
         return self._read(path, lambda p: np.load(p, mmap_mode="r")) if path.exists() else None
 

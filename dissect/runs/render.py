@@ -64,16 +64,17 @@ def concept_color(concept: int, name: str | None = None) -> tuple[int, int, int]
 
 # ----------------------------------------------------------------------------- array maths
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear, align_corners=False resize of [..., h, w] maps to `size` (H, W); float32."""
+    """Bilinear, align_corners=False resize of [..., h, w] maps to `size` (H, W); float32, with
+    the engine's own arithmetic (dissect.engine.tally.upsample_cells), so `upsample(...) > T_k`
+    is exactly the engine's active mask."""
     import torch
-    import torch.nn.functional as F
+    from dissect.engine.tally import upsample_cells
     a = np.asarray(maps, dtype=np.float32)
     lead = a.shape[:-2]
-    t = torch.from_numpy(np.ascontiguousarray(a.reshape(-1, 1, *a.shape[-2:])))
     if tuple(a.shape[-2:]) == tuple(size):
         return a.copy()
-    out = F.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear",
-                        align_corners=False)
+    t = torch.from_numpy(np.ascontiguousarray(a.reshape(-1, *a.shape[-2:])))
+    out = upsample_cells(t, tuple(int(s) for s in size))
     return out.numpy().reshape(*lead, *size)
 
 
