@@ -229,6 +229,12 @@ def test_torchvision_vit_layers_are_tokens():
     lm = load_model("vit_b_16", "none")
     info = layer_info(lm, "encoder.layers.encoder_layer_11")
     assert info.shape == (197, 768) and info.layout == "tokens" and not info.spatial
+    swin = load_model("swin_t", "none")
+    assert layer_info(swin, "features.7").layout == "nhwc"
+    maxvit = load_model("maxvit_t", "none")
+    window = "blocks.0.layers.0.layers.window_attention.partition_op"
+    assert layer_info(maxvit, window).layout == "other"         # (64 windows, 49, 64): no grid
+    assert layer_info(maxvit, "blocks.3").layout == "nchw"
 
 
 def test_cli_layers_json_marks_layouts(capsys):

@@ -278,9 +278,12 @@ def _is_spatial(out: torch.Tensor) -> bool:
 
 
 def _layout(out: torch.Tensor) -> str:
-    """A square input gives a square grid: B×h×h×C (C != h) is channels-last, B×N×C tokens."""
+    """A square input gives a square grid: B×C×h×h is nchw, B×h×h×C (C != h) channels-last,
+    B×N×C tokens; a 4-d output with no square grid (MaxViT's window partitions) is "other"."""
     if out.dim() == 4:
-        return "nhwc" if out.shape[1] == out.shape[2] != out.shape[3] else "nchw"
+        if out.shape[2] == out.shape[3]:
+            return "nchw"
+        return "nhwc" if out.shape[1] == out.shape[2] else "other"
     return {3: "tokens", 2: "vector"}.get(out.dim(), "other")
 
 
