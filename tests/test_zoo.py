@@ -184,7 +184,7 @@ def test_hf_random_init_from_the_config(tiny_vit):
     assert not torch.equal(a.model.classifier.weight, ref.classifier.weight)
 
 
-def test_hf_hub_download_through_a_local_endpoint(hub_env, tiny_vit):
+def test_hf_hub_download_through_a_local_endpoint(hub_env, tiny_vit, monkeypatch):
     folder, ref = tiny_vit
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
     with serve_hub({"toy-org/tiny-vit": files}) as hub:
@@ -196,6 +196,11 @@ def test_hf_hub_download_through_a_local_endpoint(hub_env, tiny_vit):
             load_model("hf:toy-org/tiny-vti")
         msg = str(e.value)
         assert "not a model on the Hugging Face hub" in msg and "hf:toy-org/tiny-vit" in msg
+        n = len(hub.requests)
+        monkeypatch.setenv("DISSECT_OFFLINE", "1")      # cached config and weights: no request
+        again = load_model("hf:toy-org/tiny-vit")
+        assert torch.equal(again.model.classifier.weight, ref.classifier.weight)
+        assert len(hub.requests) == n
 
 
 def test_hf_not_an_image_classifier(tmp_path):

@@ -82,7 +82,8 @@ def _check_source(spec: str, need_weights: bool) -> bool:
         return True
     missing = WEIGHT_FILES[0] if config_cached else "config.json"
     require_online(f"model {PREFIX}{spec}", spec, missing,
-                   alt="or --weights none with a cached config.json for a random-init baseline")
+                   fix=f"the repo's other files (config.json, {WEIGHT_FILES[0]}, "
+                       f"preprocessor_config.json) into one FOLDER for --model {PREFIX}FOLDER")
     return False
 
 

@@ -51,22 +51,23 @@ def cached_file(repo: str, filenames: Sequence[str], revision: str | None = None
 
 
 def require_online(what: str, repo: str, filename: str, revision: str | None = None,
-                   alt: str = "") -> None:
+                   fix: str = "pass the file with --weights FILE", alt: str = "") -> None:
     """Raise ModelError (one line: file, cache folder, URL, why) when the hub cannot be reached."""
     from dissect.models.fetch import offline_reason
     url = file_url(repo, filename, revision)
     why = offline_reason(url)
     if why:
-        raise ModelError(offline_message(what, repo, filename, url, why, alt))
+        raise ModelError(offline_message(what, repo, filename, url, why, fix, alt))
 
 
-def offline_message(what: str, repo: str, filename: str, url: str, why: str, alt: str = "") -> str:
+def offline_message(what: str, repo: str, filename: str, url: str, why: str,
+                    fix: str = "pass the file with --weights FILE", alt: str = "") -> str:
     """As dissect.models.fetch.offline_message, for a file that belongs in the hub cache."""
     home = os.environ.get("HF_HOME", "unset, so ~/.cache/huggingface")
     return (f"{what} ({filename} of {repo}) not found in the hub cache {repo_folder(repo)} and "
-            f"cannot be downloaded: {why}. On a machine with internet download {url} and pass the "
-            f"file with --weights FILE, or copy that machine's {repo_folder(repo).name} folder into "
-            f"{hub_cache()} ($HF_HOME is {home})" + (f"; {alt}" if alt else ""))
+            f"cannot be downloaded: {why}. On a machine with internet download {url} and {fix}, "
+            f"or copy that machine's {repo_folder(repo).name} folder into {hub_cache()} "
+            f"($HF_HOME is {home})" + (f"; {alt}" if alt else ""))
 
 
 @contextmanager

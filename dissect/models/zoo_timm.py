@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 
 from torch import nn
 
@@ -41,8 +42,9 @@ def check_timm_name(name: str) -> None:
     close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5)
     hint = f" Nearest: {', '.join(PREFIX + c for c in close)}." if close else ""
     what = f"has no pretrained tag '{tag}'" if tag and timm.is_model(arch) else "is not a timm model"
+    family = re.match(r"[a-z]*", arch)[0] or arch[:1]
     raise ModelError(f"'{PREFIX}{name}' {what}.{hint} List them with: python -c \"import timm; "
-                     f"print(timm.list_models('{arch.split('_')[0]}*'))\"")
+                     f"print(timm.list_pretrained('{family}*'))\"")
 
 
 def load_timm(name: str, weights: str, device: str = "cpu") -> LoadedModel:
@@ -85,7 +87,7 @@ def _pretrained(name: str, meta: dict) -> nn.Module:
             meta["checkpoint"] = cached
             with hub_offline():
                 return _create(name, f"the cached {cached}")
-        require_online(f"weights {PREFIX}{name}", repo, files[0], revision or None, alt)
+        require_online(f"weights {PREFIX}{name}", repo, files[0], revision or None, alt=alt)
         return _create(name, f"{repo} on the Hugging Face hub")
     from dissect.models.fetch import offline_message, offline_reason, weights_cache_dir
     path = weights_cache_dir() / os.path.basename(url)
