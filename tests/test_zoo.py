@@ -182,6 +182,12 @@ def test_hf_random_init_from_the_config(tiny_vit):
     a, b = load_model(f"hf:{folder}", "none", seed=1), load_model(f"hf:{folder}", "none", seed=1)
     assert a.random_init and torch.equal(a.model.classifier.weight, b.model.classifier.weight)
     assert not torch.equal(a.model.classifier.weight, ref.classifier.weight)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, folder / "w.safetensors")
+    c = load_model(f"hf:{folder}", str(folder / "w.safetensors"))     # a checkpoint on the config
+    assert not c.random_init and torch.equal(c.model.classifier.weight, ref.classifier.weight)
+    with pytest.raises(ModelError, match="means nothing for hf:"):
+        load_model(f"hf:{folder}", "IMAGENET1K_V1")
 
 
 def test_hf_hub_download_through_a_local_endpoint(hub_env, tiny_vit, monkeypatch):
