@@ -175,6 +175,9 @@ def test_hf_folder_loads_and_classifies(tiny_vit):
     assert layers["vit.layers.1"].shape == (17, 16) and layers["vit.layers.1"].layout == "tokens"
     assert layers["classifier"].shape == (3,)
     assert "vit" not in layers          # a ModelOutput, not a tensor: not listed
+    with pytest.raises(ModelError, match=r"on a 64×64 input failed.*try --size 32"):
+        list_layers(lm, 64)             # a ViT's input size is fixed
+    assert all(not m._forward_hooks for m in lm.model.modules())      # no hook outlives it
 
 
 def test_hf_random_init_from_the_config(tiny_vit):

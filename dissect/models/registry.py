@@ -304,6 +304,10 @@ def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
     try:
         with torch.no_grad():
             lm.model(torch.zeros(1, 3, size, size, device=lm.device))
+    except (RuntimeError, ValueError, AssertionError) as e:   # e.g. a ViT's fixed input size
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ModelError(f"a forward pass of {lm.name} on a {size}×{size} input failed "
+                         f"({type(e).__name__}: {first}); try --size {lm.input_size}") from None
     finally:
         for h in reversed(handles):
             h.remove()
