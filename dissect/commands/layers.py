@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--weights", default=None,
                    help="default (trained) | none (random init) | ENUM | FILE | URL; left out for "
-                        "a torchvision name, the architecture alone (shapes do not depend on the "
+                        "a torchvision, timm: or hf: name, the architecture alone (shapes do not depend on the "
                         "weights, so nothing is downloaded)")
     p.add_argument("--classes", default=None)
     p.add_argument("--size", type=int, default=None, help="input size for the dummy forward")
@@ -19,18 +19,19 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dissect.models.registry import PRESETS, list_layers, load_model
+    from dissect.models.registry import PRESETS, is_user_module, list_layers, load_model
     weights = args.weights
-    if weights is None and args.model not in PRESETS and ":" not in args.model:
-        weights = "none"         # a torchvision name: its layers need no download
+    if weights is None and args.model not in PRESETS and not is_user_module(args.model):
+        weights = "none"         # torchvision, timm: or hf: name: its layers need no download
     lm = load_model(args.model, weights, classes=args.classes)
     layers = list_layers(lm, args.size)
     if args.json:
-        print(json.dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial}
-                          for l in layers]))
+        print(json.dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial,
+                           "layout": l.layout} for l in layers]))
         return 0
     width = max(len(l.name) for l in layers)
     for l in layers:
-        mark = "dissectable" if l.spatial else ""
+        mark = "dissectable" if l.spatial and l.layout == "nchw" else \
+            (l.layout if l.layout in ("tokens", "nhwc") else "")
         print(f"{l.name:<{width}}  {str(list(l.shape)):<20} {mark}")
     return 0

@@ -6,9 +6,11 @@
     lm = load_model("resnet18", "https://host/resnet18_places365.pth.tar")   # fetched once, cached
     lm = load_model("my_net.py:build")                          # a user module's factory
     lm = load_model("efficientnet_lite0")                       # preset: its trained weights, offline
+    lm = load_model("timm:vit_small_patch16_224")               # any timm model (dissect.models.zoo_timm)
+    lm = load_model("hf:google/vit-base-patch16-224")           # a transformers image classifier (zoo_hf)
     logits = lm.model(lm.normalize(images01))      # images01: float B×3×H×W in [0, 1]
     x = lm.prepare(pil_image)                      # a photo -> 3×S×S in [0, 1] (resize + centre crop)
-    for info in list_layers(lm): print(info.name, info.shape, info.spatial)
+    for info in list_layers(lm): print(info.name, info.shape, info.spatial, info.layout)
 
 Weights default to the trained ones (`resolve_weights`): presets (`toyworld`,
 `efficientnet_lite0`) to their packaged weights, torchvision names to `DEFAULT`; random init is
@@ -77,7 +79,7 @@ def run_random_init(info: dict) -> bool:
 
 def load_model(name: str, weights: str | None = None, *, classes: str | None = None,
                device: str = "cpu", seed: int = 0, allow_file: bool = True) -> LoadedModel:
-    """Load `name` (torchvision name, preset, or file.py:factory) with `weights`.
+    """Load `name` (torchvision name, preset, timm:NAME, hf:ORG/NAME, or file.py:factory).
 
     weights: None (default: the trained weights, see `resolve_weights`), "none" (seeded random
     init, stamped `lm.random_init`), a torchvision enum name (IMAGENET1K_V1, DEFAULT), a
@@ -102,6 +104,12 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     elif name == "efficientnet_lite0":
         from dissect.models.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)
+    elif name.startswith("timm:"):
+        from dissect.models.zoo_timm import load_timm
+        lm = load_timm(name[len("timm:"):], weights, device)
+    elif name.startswith("hf:"):
+        from dissect.models.zoo_hf import load_hf
+        lm = load_hf(name[len("hf:"):], weights, device)
     elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:
@@ -129,7 +137,8 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
         other = name in torchvision.models.list_models()
         what = "is not a classification model" if other else "is not a torchvision model"
         raise ModelError(f"model '{name}' {what}.{hint} Use a torchvision classification name "
-                         f"(e.g. resnet18), a preset ({', '.join(PRESETS)}) or path/to/file.py:factory")
+                         f"(e.g. resnet18), a preset ({', '.join(PRESETS)}), timm:NAME, "
+                         "hf:ORG/NAME or path/to/file.py:factory")
     if weights.lower() == "none":
         model = torchvision.models.get_model(name, weights=None)
         return _wrap(model, name, weights, None)
@@ -259,25 +268,51 @@ def read_class_names(path: str, expected: int | None = None) -> list[str]:
 @dataclass
 class LayerInfo:
     name: str
-    shape: tuple[int, ...]   # output shape without batch, e.g. (512, 7, 7)
+    shape: tuple[int, ...]   # raw output shape without batch, e.g. (512, 7, 7), (197, 768)
     spatial: bool            # a K×h×w output with more than one position: dissectable
+    layout: str = "nchw"     # how the output reads: nchw | nhwc | tokens (N×C) | vector | other
 
 
 def _is_spatial(out: torch.Tensor) -> bool:
     return out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1
 
 
+def _layout(out: torch.Tensor) -> str:
+    """A square input gives a square grid: B×C×h×h is nchw, B×h×h×C (C != h) channels-last,
+    B×N×C tokens; a 4-d output with no square grid (MaxViT's window partitions) is "other"."""
+    if out.dim() == 4:
+        if out.shape[2] == out.shape[3]:
+            return "nchw"
+        return "nhwc" if out.shape[1] == out.shape[2] else "other"
+    return {3: "tokens", 2: "vector"}.get(out.dim(), "other")
+
+
 def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
-    """Every named module with its output shape, from one dummy forward pass."""
-    from dissect.models.hooks import capture
+    """Every named module whose output is a tensor, with its shape, from one dummy forward pass."""
     size = size or lm.input_size
     names = [n for n, _ in lm.model.named_modules() if n]
-    with torch.no_grad(), capture(lm.model, names) as acts:
-        lm.model(torch.zeros(1, 3, size, size, device=lm.device))
-    return [
-        LayerInfo(n, tuple(acts[n].shape[1:]), _is_spatial(acts[n]))
-        for n in names if n in acts
-    ]
+    acts: dict[str, torch.Tensor] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, out):
+            out = out[0] if isinstance(out, (tuple, list)) and out else out
+            if isinstance(out, torch.Tensor):   # skip dict-like outputs (transformers' ModelOutput)
+                acts[name] = out.detach()
+        return hook
+
+    handles = [lm.model.get_submodule(n).register_forward_hook(record(n)) for n in names]
+    try:
+        with torch.no_grad():
+            lm.model(torch.zeros(1, 3, size, size, device=lm.device))
+    except (RuntimeError, ValueError, AssertionError) as e:   # e.g. a ViT's fixed input size
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ModelError(f"a forward pass of {lm.name} on a {size}×{size} input failed "
+                         f"({type(e).__name__}: {first}); try --size {lm.input_size}") from None
+    finally:
+        for h in reversed(handles):
+            h.remove()
+    return [LayerInfo(n, tuple(acts[n].shape[1:]), _is_spatial(acts[n]), _layout(acts[n]))
+            for n in names if n in acts]
 
 
 def layer_info(lm: LoadedModel, layer: str, size: int | None = None) -> LayerInfo:
@@ -290,4 +325,4 @@ def layer_info(lm: LoadedModel, layer: str, size: int | None = None) -> LayerInf
     if layer not in acts:
         raise ModelError(f"layer '{layer}' did not run in a forward pass of {lm.name}; pick another")
     out = acts[layer]
-    return LayerInfo(layer, tuple(out.shape[1:]), _is_spatial(out))
+    return LayerInfo(layer, tuple(out.shape[1:]), _is_spatial(out), _layout(out))
