@@ -69,7 +69,6 @@ def load_timm(name: str, weights: str, device: str = "cpu") -> LoadedModel:
 
 
 def _pretrained(name: str, meta: dict) -> nn.Module:
-    import timm
     from timm.models import get_pretrained_cfg
     cfg = get_pretrained_cfg(name)
     cfg = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else (cfg or {})
