@@ -124,7 +124,7 @@ def words(reach: float | None, stable: float | None, path: float | None, flat: b
         return "flat: the optimisation could not raise this unit at all (dead or constant)"
     parts = []
     if reach is not None and np.isfinite(reach):
-        parts.append(f"reaches {reach:.1f}× the best natural image" if reach >= 1 else
+        parts.append(f"reaches {reach:.2g}× the best natural image" if reach >= 1 else
                      f"reaches only {reach:.2f}× the best natural image")
     if stable is not None and np.isfinite(stable):
         parts.append("stable across seeds" if stable >= STABLE else
