@@ -179,6 +179,7 @@ def test_toyworld_sun_unit_raises_sun_scenes(tmp_path, capsys):
     run = tmp_path / "tw"
     assert main(["run", "--model", "toyworld", "--layer", "conv6", "--probe", "toyworld:200",
                  "--batch-size", "50", "--workers", "0", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
     assert main(["visualize", "--model", "toyworld", "--layer", "conv6", "--run", str(run),
                  "--concept", "sun", "--size", "112", "--steps", "128", "--no-trust",
                  "--out", str(tmp_path / "sun"), "--json"]) == 0
