@@ -75,3 +75,42 @@ def section(ctx, unit: int) -> None:
 def _open(ctx):
     from dissect.runs import open_run
     return open_run(ctx.path)
+
+
+def direction_job(model: str, weights: str, d, key: tuple) -> bg.Job:
+    """The background job drawing what direction `d` wants to see at its layer (shared)."""
+    import tempfile
+    from pathlib import Path
+    from dissect.visualize import Targets, draw
+
+    def work(job, lm):
+        job.step(0, STUDIO.steps, "starting")
+        targets = Targets.of_directions(d.vector[None], [d.concept or "direction"])
+        with tempfile.TemporaryDirectory() as tmp:
+            row = draw(lm, d.layer, targets, STUDIO, tmp, kind="direction", progress=job.step)[0]
+            row["png_bytes"] = Path(row["path"]).read_bytes()
+        row.update(steps=STUDIO.steps, size=STUDIO.size, method=STUDIO.method)
+        return row
+    return lab._submit("visdir", (model, weights) + tuple(key) + (STUDIO.steps, STUDIO.size),
+                       f"Drawing what the '{d.concept}' direction wants to see", work)
+
+
+def direction_section(model: str, weights: str, d, key: tuple) -> None:
+    """The Directions page's picture of direction `d` (`key`: what identifies it)."""
+    st.caption(f"An image optimised to raise the projection on this direction at {d.layer} "
+               f"(mean over positions; {STUDIO.steps} steps), with its stability across two "
+               "starts.")
+    job = lab.job_of("visdir", (model, weights) + tuple(key) + (STUDIO.steps, STUDIO.size))
+    if job is None:
+        if st.button("Draw it", key="dir_vis_go", icon=":material/brush:"):
+            direction_job(model, weights, d, key)
+            st.rerun()
+        return
+    row = job_view.result(job)
+    if row is not None:
+        c1, c2 = st.columns([1, 2])
+        c1.image(row["png_bytes"], width="stretch",
+                 caption=f"{row['method']}, {row['steps']} steps, {row['size']} px")
+        c2.markdown(f"**{row['trust'][0].upper() + row['trust'][1:]}.**")
+        c2.caption(f"max projection on the final image {row['activation']:.3g} "
+                   f"(σ of the probe's projections {d.sigma:.3g})")

@@ -90,3 +90,34 @@ def test_cancel_keeps_nothing(root):
     retry = next(b for b in at.button if b.key.startswith("job-retry"))
     retry.click().run()
     assert not at.exception and _draw_button(at, 7) is not None
+
+
+def test_directions_page_draws_the_direction(tmp_path, monkeypatch, settle):
+    """The Directions page's Picture tab: the sun direction's image, drawn in the background,
+    raises p(beach) + p(sky) of the ToyWorld CNN above a grey canvas's."""
+    import io
+    import numpy as np
+    import torch
+    from PIL import Image
+    from dissect.models import load_model
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(REPO / "pages" / "directions.py"), default_timeout=600).run()
+    at.text_input(key="dir_probe").set_value("toyworld:60")
+    at.button(key="dir_compute").click().run()
+    assert not at.exception
+    at.button(key="dir_vis_go").click().run()
+    at = settle(at)
+    assert not at.exception
+    assert any("seeds" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    from studio import background as bg
+    (job,) = [j for j in bg._JOBS.values() if j.key[0] == "visdir"]
+    img = np.asarray(Image.open(io.BytesIO(job.result["png_bytes"])).convert("RGB"))
+    lm = load_model("toyworld")
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255
+    grey = torch.full_like(x, 0.5)
+    with torch.no_grad():
+        p = lm.model(lm.normalize(torch.cat([x, grey]))).softmax(1)
+    names = lm.class_names
+    sunny = p[:, names.index("beach")] + p[:, names.index("sky")]
+    print("p(beach)+p(sky): sun direction image, grey canvas", sunny.tolist())
+    assert sunny[0] > sunny[1] + 0.2, sunny

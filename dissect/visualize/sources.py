@@ -18,15 +18,17 @@ from dissect.visualize.objectives import Targets
 
 
 def layer_channels(lm, layer: str, size: int) -> int:
-    """The layer's unit count at input `size`; LayerError when it has no spatial output."""
+    """The layer's unit count at input `size` (B×C×h×w, or B×N×C tokens: C); LayerError when
+    it has no spatial output."""
     from dissect.models import layer_info
     info = layer_info(lm, layer, size)
-    if not info.spatial:
+    tokens = len(info.shape) == 2 and info.shape[0] > 1        # B×N×C: C units over N tokens
+    if not (info.spatial or tokens):
         raise LayerError(f"layer '{layer}' of {lm.name} has no spatial output (shape "
                          f"{list(info.shape)}) at {size} px, so it has no positions to average; "
                          "pick a conv or token layer (python -m dissect layers --model "
                          f"{lm.name}) or a larger --size")
-    return int(info.shape[-1] if len(info.shape) == 2 else info.shape[0])
+    return int(info.shape[-1] if tokens else info.shape[0])
 
 
 def check_request(lm, layer: str, cfg: VisConfig) -> int:
