@@ -92,6 +92,7 @@ def test_cancel_keeps_nothing(root):
     assert not at.exception and _draw_button(at, 7) is not None
 
 
+@pytest.mark.slow
 def test_directions_page_draws_the_direction(tmp_path, monkeypatch, settle):
     """The Directions page's Picture tab: the sun direction's image, drawn in the background,
     raises p(beach) + p(sky) of the ToyWorld CNN above a grey canvas's."""

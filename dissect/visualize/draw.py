@@ -24,7 +24,7 @@ from dissect.visualize.optimize import Progress, Visualisation, optimise
 from dissect.visualize.png import write_png
 from dissect.visualize import trust as tr
 
-N_TOP, N_OTHER = 5, 8
+N_TOP, N_OTHER = 5, 16
 
 
 def file_name(kind: str, name: str) -> str:
@@ -72,7 +72,11 @@ def draw(lm, layer: str, targets: Targets, cfg: VisConfig, out: str | os.PathLik
     vis: Visualisation = optimise(lm, layer, targets, cfg, starts=2 if trust else 1,
                                   progress=progress)
     indices = [int(n) for n in targets.names] if kind in ("unit", "feature") else []
-    stab = tr.stability(lm, layer, vis.images, vis.second) if trust else [None] * len(targets)
+    natural = None
+    if trust and kind == "unit" and run is not None:
+        natural = run.imgmax(run_layer or layer)      # z-scores the stability check
+    stab = tr.stability(lm, layer, vis.images, vis.second, natural) if trust \
+        else [None] * len(targets)
     best, path = ([None] * len(targets),) * 2
     if trust and indices and run is not None:
         best, path = natural_figures(run, run_layer or layer, indices, lm, vis.images,
