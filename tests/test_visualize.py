@@ -91,8 +91,25 @@ def test_cli_beats_best_natural_image(planted_run, tmp_path, capsys):
         assert r["path_score"] is not None
     assert [r["flat"] for r in rows] == [False, False, True, True]
     assert rows[2]["trust"].startswith("flat")
+    assert rows[0]["path_score"] >= 0.5 and "path like natural" in rows[0]["trust"]
     assert redness(read_png(rows[0]["path"])) > 0.6
     assert (out / "visualize.json").is_file()
+
+
+def test_path_check_flags_a_fooling_circuit(planted_run, tmp_path, capsys):
+    """Unit 4 fires on red objects in the probe images but its picture is stripes (a route no
+    probe image takes): it reaches far above the best natural image, and the path check says
+    so, while the plain red unit's picture takes its top images' route."""
+    assert main(["visualize", "--model", PLANTED, "--layer", "units", "--units", "0,4",
+                 "--run", str(planted_run), "--steps", "256", "--size", "48", "--out",
+                 str(tmp_path / "v"), "--json"]) == 0
+    red, fooled = json.loads(capsys.readouterr().out)["units"]
+    ratio, _peak = stripe_energy(read_png(fooled["path"]))
+    print("path scores: red unit", red["path_score"], "fooling unit", fooled["path_score"],
+          "stripes H/V", ratio, "reach", fooled["reach"])
+    assert ratio > 3 and fooled["reach"] > 1.5
+    assert fooled["path_score"] < 0.5 <= red["path_score"]
+    assert "path unlike natural images" in fooled["trust"]
 
 
 def test_basis_rows_and_direction(planted_run, tmp_path, capsys):
@@ -103,7 +120,7 @@ def test_basis_rows_and_direction(planted_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(planted_run, run)
     (run / "layers" / "units@sae2").mkdir()
-    decoder = torch.tensor([[0.0, 3.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])   # stripes, red
+    decoder = torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0]])  # stripes, red
     save_file({"decoder": decoder}, str(run / "layers" / "units@sae2" / "basis.safetensors"))
     assert main(["visualize", "--model", PLANTED, "--layer", "units", "--run", str(run),
                  "--basis", "units@sae2", "--units", "0,1", "--steps", "256", "--size", "48",
@@ -111,7 +128,7 @@ def test_basis_rows_and_direction(planted_run, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["units"]
     assert stripe_energy(read_png(rows[0]["path"]))[0] > 3
     assert redness(read_png(rows[1]["path"])) > 0.6
-    d = Direction(torch.tensor([1.0, 0, 0, 0]), "units", "red", "mean", "max", 1.0, 1.0, 0.1,
+    d = Direction(torch.tensor([1.0, 0, 0, 0, 0]), "units", "red", "mean", "max", 1.0, 1.0, 0.1,
                   model="vis_planted", weights="none")
     save_direction(d, tmp_path / "dir")
     assert main(["visualize", "--model", PLANTED, "--layer", "units", "--direction",
@@ -130,11 +147,12 @@ def _one_line(capsys, *words: str) -> str:
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--units", "9"], ["unit 9 is out of range", "0-3"]),
+    (["--units", "9"], ["unit 9 is out of range", "0-4"]),
     (["--units", "0", "--steps", "0"], ["--steps 0"]),
     (["--units", "0", "--size", "16"], ["--size 16 is too small", "--size 32"]),
     (["--units", "0", "--method", "dream"], ["--method dream"]),
     ([], ["choose units"]),
+    (["--units", "0", "--steps", "-3"], ["--steps -3"]),
 ])
 def test_bad_requests_one_line(tmp_path, capsys, extra, words):
     assert main(["visualize", "--model", PLANTED, "--layer", "units", "--out",

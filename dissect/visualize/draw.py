@@ -45,7 +45,8 @@ def _natural(run, layer: str, index: int, probe) -> tuple[torch.Tensor, torch.Te
 
 
 def natural_figures(run, layer: str, indices: list[int], lm, vis: torch.Tensor, size: int,
-                    canvas_layer: str) -> tuple[list[float | None], list[float | None]]:
+                    canvas_layer: str, targets: Targets
+                    ) -> tuple[list[float | None], list[float | None]]:
     """Best natural activation (imgmax max) and path score for each target index."""
     best: list[float | None] = [None] * len(indices)
     path: list[float | None] = [None] * len(indices)
@@ -61,7 +62,8 @@ def natural_figures(run, layer: str, indices: list[int], lm, vis: torch.Tensor, 
     for j, i in enumerate(indices):
         nat = _natural(run, layer, i, probe)
         if nat is not None and layers:
-            path[j] = float(tr.path_check(lm, layers, vis[j:j + 1], [nat[0]], [nat[1]])[0])
+            path[j] = float(tr.path_check(lm, layers, canvas_layer, targets.pick(j, 1),
+                                          vis[j:j + 1], [nat[0]], [nat[1]])[0])
     return best, path
 
 
@@ -80,7 +82,7 @@ def draw(lm, layer: str, targets: Targets, cfg: VisConfig, out: str | os.PathLik
     best, path = ([None] * len(targets),) * 2
     if trust and indices and run is not None:
         best, path = natural_figures(run, run_layer or layer, indices, lm, vis.images,
-                                     cfg.size, layer)
+                                     cfg.size, layer, targets)
     rows = []
     for j, name in enumerate(targets.names):
         flat = bool(vis.flat[j])

@@ -86,6 +86,17 @@ class Targets:
                        self.vectors.repeat(n, 1) if self.vectors is not None else None,
                        self.cosine)
 
+    def pick(self, k: int, n: int) -> "Targets":
+        """Target k alone, n times over (to score n images on it)."""
+        return Targets([self.names[k]] * n,
+                       [self.units[k]] * n if self.units is not None else None,
+                       self.vectors[k:k + 1].repeat(n, 1) if self.vectors is not None else None,
+                       self.cosine)
+
+    def maps(self, act: torch.Tensor) -> torch.Tensor:
+        """B×P: image i's value of target i at each position (positions in layout order)."""
+        return self._per_position(act, False)
+
     def _per_position(self, act: torch.Tensor, cosine: bool) -> torch.Tensor:
         """B×P: image i's value of target i at each position."""
         x = channels_last(act).float()

@@ -12,8 +12,9 @@
   starts of one unit 0.85-0.97, images of two different units 0.42 on average; "stable" is
   ≥ 0.7.
 - path check (Geirhos et al., ICML 2024, "Don't trust your eyes"): at up to three earlier
-  layers on the main path, whether the visualisation's response points where the unit's top
-  natural images point (z-scored by other natural images; see `path_check`), relative to the
+  layers on the main path, whether the visualisation's response where the unit fires points
+  where the unit's top natural images' does (z-scored by other natural images; see
+  `path_check`), relative to the
   top images themselves: ~1 = their route, ~0 = an ordinary image's, < 0 = away from it. On
   ToyWorld conv6 (toyworld:200 run, 256 steps): car unit 89 0.95, fence unit 30 0.87, sun
   unit 3 0.07 (its picture tiles suns on a texture no scene has). "like natural images" is
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from dissect.hooks import capture, get_layer
-from dissect.visualize.objectives import channels_last, grab, run_to
+from dissect.visualize.objectives import Targets, channels_last, grab, run_to
 
 STABLE, PATH_LIKE = 0.7, 0.5
 
@@ -99,19 +100,53 @@ def earlier_layers(lm, layer: str, size: int, most: int = 3) -> list[str]:
     return [spatial[i] for i in sorted(set(picks))]
 
 
-def path_check(lm, layers: list[str], vis: torch.Tensor, tops: list[torch.Tensor],
-               others: list[torch.Tensor]) -> np.ndarray:
-    """K scores: image k against its top natural images `tops[k]` (N×3×H×W) and other natural
-    images `others[k]` (M×3×H×W). At each layer every response (mean over positions) is
-    z-scored by the other images' mean and std per unit and compared (cosine) with the top
-    images' mean; the score is the median over layers of cos(vis) / mean cos(top images):
-    about 1 = the top images' route, about 0 = an ordinary image's, below 0 = away from it."""
+def where_it_fires(lm, layers: list[str], target_layer: str, targets: Targets,
+                   images01: torch.Tensor, batch: int = 16) -> dict[str, torch.Tensor]:
+    """{layer: B×C}: each earlier layer's response pooled where the target fires (weights =
+    the target's rectified map at `target_layer`, resized to that layer's grid; uniform when
+    it is zero everywhere or not a square grid). Image i is weighed by target i's map."""
+    out: dict[str, list[torch.Tensor]] = {l: [] for l in layers}
+    with torch.no_grad():
+        for i in range(0, len(images01), batch):
+            x = images01[i:i + batch].to(lm.device)
+            sub = Targets(targets.names[i:i + batch],
+                          targets.units[i:i + batch] if targets.units is not None else None,
+                          targets.vectors[i:i + batch] if targets.vectors is not None else None)
+            with capture(lm.model, layers + [target_layer]) as acts:
+                lm.model(lm.normalize(x))
+            m = F.relu(sub.maps(acts[target_layer]))                    # B×P
+            t = acts[target_layer]
+            h, w = (t.shape[-2], t.shape[-1]) if t.dim() == 4 else (0, 0)
+            if not h and int(m.shape[1] ** 0.5) ** 2 == m.shape[1]:
+                h = w = int(m.shape[1] ** 0.5)
+            for l in layers:
+                a = acts[l].float()                                      # B×C×h×w
+                if h:
+                    wts = F.interpolate(m.view(-1, 1, h, w), size=a.shape[-2:], mode="bilinear",
+                                        align_corners=False).flatten(1)
+                else:
+                    wts = torch.ones(a.shape[0], a.shape[-2] * a.shape[-1], device=a.device)
+                wts = torch.where(wts.sum(1, keepdim=True) > 0, wts, torch.ones_like(wts))
+                wts = wts / wts.sum(1, keepdim=True)
+                out[l].append(torch.einsum("bcp,bp->bc", a.flatten(2), wts).cpu())
+    return {l: torch.cat(v) for l, v in out.items()}
+
+
+def path_check(lm, layers: list[str], target_layer: str, targets: Targets, vis: torch.Tensor,
+               tops: list[torch.Tensor], others: list[torch.Tensor]) -> np.ndarray:
+    """K scores: image k (drawn for target k) against target k's top natural images `tops[k]`
+    (N×3×H×W) and other natural images `others[k]` (M×3×H×W). Each earlier layer's response
+    is pooled where the target fires (`where_it_fires`), z-scored by the other images' mean
+    and std per unit, and compared (cosine) with the top images' mean; the score is the median
+    over layers of cos(vis) / mean cos(top images): about 1 = the top images' route, about 0 =
+    an ordinary image's, below 0 = away from it."""
     if not layers:
         return np.full(len(vis), np.nan)
-    fv = pooled(lm, layers, vis)
+    fv = where_it_fires(lm, layers, target_layer, targets, vis)
     scores = []
     for k in range(len(vis)):
-        ft, fo = pooled(lm, layers, tops[k]), pooled(lm, layers, others[k])
+        ft = where_it_fires(lm, layers, target_layer, targets.pick(k, len(tops[k])), tops[k])
+        fo = where_it_fires(lm, layers, target_layer, targets.pick(k, len(others[k])), others[k])
         per_layer = []
         for l in layers:
             mo, so = fo[l].mean(0), fo[l].std(0) + 1e-6
