@@ -1,8 +1,9 @@
 """How far to trust a visualisation: reach, stability across starts, and the path it takes.
 
     reach = activation / best_natural          # imgmax.npy's max over the probe for that unit
-    s = stability(lm, "conv6", vis.images, vis.second)          # K values in [-1, 1]
-    p = path_check(lm, "conv6", vis.images, natural_top, natural_other)   # K values
+    s = stability(lm, "conv6", vis.images, vis.second, run.imgmax("conv6"))   # K in [-1, 1]
+    layers = earlier_layers(lm, "conv6", 112)                   # conv2, conv4, conv5
+    p = path_check(lm, layers, "conv6", targets, vis.images, tops, others)  # K values
     words(reach, s, p)   # "reaches 3.1× the best natural image; stable across starts; takes a
                          #  path unlike natural images — read with care"
 
@@ -30,19 +31,6 @@ from dissect.hooks import capture, get_layer
 from dissect.visualize.objectives import Targets, channels_last, grab, run_to
 
 STABLE, PATH_LIKE = 0.7, 0.5
-
-
-def pooled(lm, layers: list[str], images01: torch.Tensor, batch: int = 16) -> dict[str, torch.Tensor]:
-    """{layer: B×C} mean over positions of each layer's response to `images01`."""
-    out: dict[str, list[torch.Tensor]] = {l: [] for l in layers}
-    with torch.no_grad():
-        for i in range(0, len(images01), batch):
-            x = images01[i:i + batch].to(lm.device)
-            with capture(lm.model, layers) as acts:
-                lm.model(lm.normalize(x))
-            for l in layers:
-                out[l].append(channels_last(acts[l]).float().mean(1).cpu())
-    return {l: torch.cat(v) for l, v in out.items()}
 
 
 def stability(lm, layer: str, a: torch.Tensor, b: torch.Tensor,
