@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 METHODS = ("fourier", "maco")
+MAX_SIZE = 2048        # beyond this one canvas alone fills gigabytes of activations
 MIN_SIZE = 32          # the transforms pad 12 and jitter 8 + 4 px: smaller canvases are mostly border
 
 # Lucid's colour_correlation_svd_sqrt (lucid/optvis/param/color.py), rows = RGB

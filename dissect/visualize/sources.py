@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dissect.errors import LayerError, VisualizeError
-from dissect.visualize.config import METHODS, MIN_SIZE, VisConfig
+from dissect.visualize.config import MAX_SIZE, METHODS, MIN_SIZE, VisConfig
 from dissect.visualize.objectives import Targets
 
 
@@ -42,6 +42,9 @@ def check_request(lm, layer: str, cfg: VisConfig) -> int:
         raise VisualizeError(f"--size {cfg.size} is too small for the transforms (pad {cfg.pad}, "
                              f"jitter {'+'.join(map(str, cfg.jitter))} px); use --size {MIN_SIZE} "
                              "or more (128 is the usual)")
+    if cfg.size > MAX_SIZE:
+        raise VisualizeError(f"--size {cfg.size} is larger than {MAX_SIZE} px; the canvas is "
+                             "optimised whole at every step: use 128-512")
     return layer_channels(lm, layer, cfg.size)
 
 
