@@ -58,6 +58,8 @@ def test_draw_on_demand_then_kept(root, settle):
     assert words and "seeds" in words[0], [m.value for m in at.markdown]
     png = root / "tw" / "cache" / "vis" / "conv6" / "unit_3.png"
     assert png.is_file() and (png.with_suffix(".json")).is_file()
+    from dissect.visualize.cache import cached, cached_units
+    assert cached_units(root / "tw", "conv6") == {3} and cached(root / "tw", "conv6", 3)
     # a new session finds it kept: no button, the picture at once
     again = page("unit_detail.py", unit=3)
     assert not again.exception and not [b for b in again.button if b.key == "vis_draw_conv6_3"]

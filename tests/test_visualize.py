@@ -67,6 +67,20 @@ def test_planted_units_known_answers(lm):
     assert not lm.model.units._forward_hooks               # no hook outlives the optimisation
 
 
+def test_no_hook_outlives_a_stopped_optimisation(lm):
+    """A progress callback that raises (the studio's Cancel) leaves no hook and the model's
+    requires_grad flags as they were."""
+    class Stop(Exception):
+        pass
+
+    def stop(done, total, text):
+        if done == 3:
+            raise Stop()
+    with pytest.raises(Stop):
+        optimise(lm, "units", Targets.of_units([0]), VisConfig(steps=10, size=48), progress=stop)
+    assert not lm.model.units._forward_hooks and not lm.model._forward_hooks
+
+
 def test_maco_raises_objective(lm):
     """MaCo moves only the phase under a natural 1/f magnitude, so it cannot paint a flat red
     field or pure stripes (measured at 256 steps: red 0.17, stripes 0.09); it must still climb."""

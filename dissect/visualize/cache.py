@@ -26,8 +26,18 @@ def cache_dir(run_path: str | os.PathLike, layer: str) -> Path:
     return Path(run_path) / "cache" / "vis" / layer
 
 
+def run_stamp(run_path: str | os.PathLike) -> str:
+    """created + updated of run.json: a redone run makes every kept picture stale."""
+    try:
+        info = json.loads((Path(run_path) / "run.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return f"{info.get('created', '')}|{info.get('updated', '')}" if isinstance(info, dict) else ""
+
+
 def cached(run_path: str | os.PathLike, layer: str, unit: int) -> dict | None:
-    """The kept row of `unit` (its PNG path under "png"), or None when not drawn yet."""
+    """The kept row of `unit` (its PNG path under "png"), or None when not drawn yet or drawn
+    for an earlier version of the run."""
     d = cache_dir(run_path, layer)
     meta, png = d / f"unit_{int(unit)}.json", d / f"unit_{int(unit)}.png"
     if not (meta.is_file() and png.is_file()):
@@ -35,6 +45,8 @@ def cached(run_path: str | os.PathLike, layer: str, unit: int) -> dict | None:
     try:
         row = json.loads(meta.read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(row, dict) or row.get("run_stamp") != run_stamp(run_path):
         return None
     row["png"] = str(png)
     return row
@@ -47,7 +59,7 @@ def cached_units(run_path: str | os.PathLike, layer: str) -> set[int]:
     out = set()
     for p in d.glob("unit_*.json"):
         stem = p.stem[len("unit_"):]
-        if stem.isdigit() and (d / f"unit_{stem}.png").is_file():
+        if stem.isdigit() and cached(run_path, layer, int(stem)) is not None:
             out.add(int(stem))
     return out
 
@@ -77,7 +89,8 @@ def draw_cached(lm, run, layer: str, unit: int, cfg: VisConfig = STUDIO,
         tmp.rmdir()
     except OSError:
         pass                     # another unit is being drawn beside it
-    row.update(path=str(png), layer=layer, steps=cfg.steps, size=cfg.size, method=cfg.method)
+    row.update(path=str(png), layer=layer, steps=cfg.steps, size=cfg.size, method=cfg.method,
+               run_stamp=run_stamp(run.path))
     write_json(d / f"unit_{int(unit)}.json", row)
     row["png"] = str(png)
     return row

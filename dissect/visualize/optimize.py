@@ -52,7 +52,6 @@ def optimise(lm, layer: str, targets: Targets, cfg: VisConfig, *, starts: int = 
     k = len(targets)
     all_targets = targets.repeat(starts) if starts > 1 else targets
     device = lm.device
-    torch.manual_seed(cfg.seed)
     image = make_image(k * starts, cfg, device)
     warp = StandardTransforms(cfg, torch.Generator().manual_seed(cfg.seed + 1))
     opt_cls = torch.optim.NAdam if cfg.method == "maco" else torch.optim.Adam
