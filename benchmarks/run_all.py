@@ -1,6 +1,9 @@
 """Run every benchmarks/bench_*.py in turn, each as its own subprocess, and print its output.
 
     python benchmarks/run_all.py            # `make bench`; run it on an otherwise idle machine
+
+Every benchmarks/bench_*.py is picked up (e.g. bench_visualize.py: feature visualisation / its
+floor of 256 forward+backward passes).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Command line: python -m dissect {run,layers,export,ablate,toyworld,default-run,explain,
-direction,readout,steer,tcav,...} ...
+direction,readout,steer,tcav,visualize,...} ...
 
 Each subcommand lives in dissect/commands/<name>.py with `add_parser(subparsers)` and
 `main(args) -> int`. Known errors print one clear line and exit non-zero, never a traceback.
@@ -13,7 +13,7 @@ import os
 import sys
 
 COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
-            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio"]
+            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio", "visualize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

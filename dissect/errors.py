@@ -60,5 +60,9 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
+class VisualizeError(ValueError):
+    """A bad visualisation request (--steps, --size, basis, units); the message names the fix."""
+
+
 USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
-               LayerError, RunError, FileNotFoundError, TraceError, RewriteError)
+               LayerError, RunError, FileNotFoundError, TraceError, RewriteError, VisualizeError)

@@ -155,7 +155,8 @@ set_default = "toyworld:300" if model == "toyworld" else ""
 spec = st.text_input("Labelled set (readout, TCAV, steering)", value=set_default, key="dir_set",
                      help="toyworld:N or folder:DIR (ImageFolder layout)")
 results: dict = {"direction": d.to_json()}
-t_read, t_tcav, t_steer, t_save = st.tabs(["Readout by layer", "TCAV", "Steer", "Save / export"])
+t_read, t_tcav, t_steer, t_pic, t_save = st.tabs(["Readout by layer", "TCAV", "Steer", "Picture",
+                                                  "Save / export"])
 
 with t_read:
     chosen = st.multiselect("Layers", layers, default=layers[-6:], key="dir_read_layers")
@@ -267,6 +268,11 @@ with t_steer:
                                   yaxis_title=f"mean p({cls}) over {dose['images']} images",
                                   margin=dict(t=20, b=20))
                 st.plotly_chart(fig, width="stretch")
+
+with t_pic:
+    from studio import vis_view
+    vis_view.direction_section(model, weights, d, (probe_spec, pair, concept, layer, method,
+                                                   pooling))
 
 with t_save:
     name = st.text_input("Save as", value=f"{concept}-{layer}-{method}", key="dir_save_name")

@@ -1,4 +1,5 @@
-"""Export: download the unit table as CSV, JSON, Parquet or NetDissect's tally.csv."""
+"""Export: download the unit table as CSV, JSON, Parquet or NetDissect's tally.csv, and the
+visualisations drawn so far (PNGs with their trust figures, zip)."""
 from __future__ import annotations
 
 import tempfile
@@ -7,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from dissect.runs.export import export_run, netdissect_table
+from dissect.visualize.cache import zip_visualisations
 from studio import common
 from studio.data import get_run, units_table
 
@@ -48,6 +50,12 @@ for col, (fmt, title, mime, note) in zip(cols, FORMATS):
             st.download_button(f"Download {name if fmt == 'netdissect' else fmt}", data,
                                file_name=fname, mime=mime, key=f"dl_{fmt}_{name}",
                                icon=":material/download:", width="stretch")
+
+vis_zip = zip_visualisations(ctx.path)
+if vis_zip is not None:
+    st.download_button("Download the visualisations (PNG + trust figures, zip)", vis_zip,
+                       file_name=f"{ctx.entry.name}-visualisations.zip", mime="application/zip",
+                       key="dl_vis", icon=":material/download:")
 
 st.subheader("Preview")
 tab1, tab2 = st.tabs(["Unit table", "NetDissect layout"])

@@ -7,6 +7,7 @@ import streamlit as st
 
 from studio import common, formulas, nav, urlstate
 from studio.urlstate import Field
+from dissect.visualize.cache import cache_dir, cached_units
 from studio.data import get_run, unit_strip, units_table
 
 PER_PAGE = 24
@@ -137,6 +138,7 @@ with tab_cards:
             page = pc.number_input(f"Page (of {pages}, {PER_PAGE} units each)", 1, pages, 1,
                                    key="browser_page")
         chunk = view.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+        drawn, vis_dir = cached_units(ctx.path, ctx.layer), cache_dir(ctx.path, ctx.layer)
         for start in range(0, len(chunk), COLS):
             cols = st.columns(COLS)
             for col, (_, row) in zip(cols, chunk.iloc[start:start + COLS].iterrows()):
@@ -152,3 +154,6 @@ with tab_cards:
                     if str(row.get("formula", "") or "") and row["formula"] != row["label"]:
                         st.caption(f"formula: {row['formula']}")
                     st.image(unit_strip(ctx.path, ctx.stamp, ctx.layer, u), width="stretch")
+                    if u in drawn:       # drawn on its unit page (dissect.visualize.cache)
+                        st.image(str(vis_dir / f"unit_{u}.png"), width=96,
+                                 caption="what it wants to see")

@@ -1,5 +1,6 @@
-"""Unit detail: a unit's top images with its mask, its IoU against every concept, its
-activation histogram with the threshold, and previous/next navigation."""
+"""Unit detail: a unit's top images with its mask, beside them the image it wants to see (drawn
+on demand, studio/vis_view.py), its IoU against every concept, its activation histogram with
+the threshold, and previous/next navigation."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import streamlit as st
 
 from dissect.runs.render import category_color
 from dissect.trust.columns import verdict as trust_verdict
-from studio import common, formulas
+from studio import common, formulas, vis_view
 from studio.unit_losses import losses_section
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
                         null_arrays, unit_overlay, units_table)
@@ -111,30 +112,35 @@ elif "iou_heldout" in row and pd.notna(row["iou_heldout"]):
 
 indices, values = arrays["topk_indices"][unit], arrays["topk_values"][unit]
 k = len(indices)
-top_l, top_r = st.columns([3, 2], vertical_alignment="bottom")
-top_l.subheader(f"Top {k} images")
-concept_id = int(row["concept"]) if "concept" in row and pd.notna(row.get("concept")) else None
-show_seg = top_r.toggle(f"Show where '{row['label']}' is", key="show_seg",
-                        disabled=concept_id is None,
-                        help=f"Pixels labelled '{row['label']}' in the probe set, beside each image")
-st.caption("Where the unit's map, upsampled to the image, exceeds T_k the pixels keep their "
-           "colour (white outline); the rest is dimmed ×0.2." +
-           (" Beside each: the pixels the probe labels with the unit's concept." if show_seg
-            else ""))
-per_row = COLS if not show_seg else 3
-for start in range(0, k, per_row):
-    cols = st.columns(per_row if not show_seg else per_row * 2)
-    for j, rank in enumerate(range(start, min(k, start + per_row))):
-        i = int(indices[rank])
-        col = cols[j if not show_seg else 2 * j]
-        quiet = "" if values[rank] > row["threshold"] else " · below T_k"
-        col.image(unit_overlay(ctx.path, ctx.stamp, ctx.layer, unit, rank), width="stretch",
-                  caption=(f"#{rank + 1} · image {i}" if show_seg else
-                           f"#{rank + 1} · image {i} · max {values[rank]:.3g}") + quiet)
-        if show_seg and concept_id is not None:
-            cols[2 * j + 1].image(concept_overlay(ctx.path, ctx.stamp, i, concept_id,
-                                                  str(row["category"])), width="stretch",
-                                  caption=f"'{row['label']}' in {i}")
+grid, vis_col = st.columns([4, 1.3])
+with vis_col:
+    vis_view.section(ctx, unit)
+with grid:
+    top_l, top_r = st.columns([3, 2], vertical_alignment="bottom")
+    top_l.subheader(f"Top {k} images")
+    concept_id = int(row["concept"]) if "concept" in row and pd.notna(row.get("concept")) \
+        else None
+    show_seg = top_r.toggle(f"Show where '{row['label']}' is", key="show_seg",
+                            disabled=concept_id is None, help=f"Pixels labelled "
+                            f"'{row['label']}' in the probe set, beside each image")
+    st.caption("Where the unit's map, upsampled to the image, exceeds T_k the pixels keep their "
+               "colour (white outline); the rest is dimmed ×0.2." +
+               (" Beside each: the pixels the probe labels with the unit's concept." if show_seg
+                else ""))
+    per_row = COLS if not show_seg else 3
+    for start in range(0, k, per_row):
+        cols = st.columns(per_row if not show_seg else per_row * 2)
+        for j, rank in enumerate(range(start, min(k, start + per_row))):
+            i = int(indices[rank])
+            col = cols[j if not show_seg else 2 * j]
+            quiet = "" if values[rank] > row["threshold"] else " · below T_k"
+            col.image(unit_overlay(ctx.path, ctx.stamp, ctx.layer, unit, rank), width="stretch",
+                      caption=(f"#{rank + 1} · image {i}" if show_seg else
+                               f"#{rank + 1} · image {i} · max {values[rank]:.3g}") + quiet)
+            if show_seg and concept_id is not None:
+                cols[2 * j + 1].image(concept_overlay(ctx.path, ctx.stamp, i, concept_id,
+                                                      str(row["category"])), width="stretch",
+                                      caption=f"'{row['label']}' in {i}")
 
 left, right = st.columns(2)
 with left:
