@@ -53,6 +53,9 @@ class RewriteConfig:
     finetune_steps: int = 400
     finetune_lr: float = 1e-3
     device: str = "cpu"
+    world_seed: int = 3000                 # unseen world for the whole-world check
+    world_images: int = 500                # 0: no whole-world check
+    min_cover: float = 0.5                 # keys: cells the concept covers by at least this
 
 
 def _log(progress, text):
@@ -117,6 +120,12 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
     check_style(cfg.style)
     if cfg.rank < 1:
         raise RewriteError(f"--rank {cfg.rank}: give a rank of at least 1")
+    if not 0 < cfg.min_cover <= 1:
+        raise RewriteError(f"--min-cover {cfg.min_cover}: give a share of a cell in (0, 1], "
+                           "e.g. 0.5 (cells half covered by the concept)")
+    if cfg.world_images < 0:
+        raise RewriteError(f"--world-images {cfg.world_images}: give a number of images, or 0 "
+                           "to skip the whole-world check")
     if cfg.baseline not in (None, "", "finetune"):
         raise RewriteError(f"unknown --baseline '{cfg.baseline}': the only baseline is finetune")
     lm = lm or load(cfg)
@@ -130,7 +139,8 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
     ex = exemplars(cfg.concept, cfg.style, cfg.exemplars, seed=cfg.seed,
                    scene=cfg.exemplar_class, index=cfg.exemplar_index)
     mom, cached = cached_moment(lm, target, cfg.probe_seed, cfg.probe_images, progress=progress)
-    keys, values = keys_values(lm, target, ex.styled[cfg.style], ex.clean, ex.masks)
+    keys, values = keys_values(lm, target, ex.styled[cfg.style], ex.clean, ex.masks,
+                               min_cover=cfg.min_cover)
     upd = rank_one_update(target.flat_weight(), keys, values, mom.matrix(), rank=cfg.rank)
     _log(progress, f"held-out scenes: {cfg.heldout} images of world {cfg.heldout_seed}")
     held = heldout(cfg.concept, styles, seed=cfg.heldout_seed, n=cfg.heldout)
@@ -160,12 +170,37 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
                "heldout_images": len(held.index), "clean_images": int(len(y_clean))}
     if "finetune" in accs:
         figures["finetune_clean_acc_after"] = accs["finetune"]
+    world = None
+    if cfg.world_images:
+        from dissect.rewrite_world import world_effect
+        world = world_effect(lm, edited_lm, cfg.concept, cfg.style, cfg.world_images,
+                             cfg.world_seed, progress=progress)
+    measures = side_by_side(table, cfg, world)
     return {"config": asdict(cfg), "rule": f"{cfg.concept} drawn as {cfg.style} -> {cfg.concept}",
+            "measures": measures,
             "layer": cfg.layer, "weight": target.weight_name, "rank": cfg.rank,
             "exemplar_images": ex.index, "exemplar_world": cfg.seed,
             "exemplar_class": SCENE_NAMES[ex_scene], "styles": styles,
             "figures": figures, "heldout": table.to_dict("records"), "model": edited_lm,
             "delta": upd.delta}
+
+
+def side_by_side(table, cfg: RewriteConfig, world: dict | None) -> dict:
+    """The protocol figure (Santurkar et al.) beside the whole-world net effect."""
+    row = table[(table["method"] == "rewrite") & (table["styles"] == "exemplar style")
+                & (table["classes"] == "all")].iloc[0]
+    out = {"protocol": {
+        "what": (f"held-out images 0..{cfg.heldout - 1} of world {cfg.heldout_seed} that show "
+                 f"{cfg.concept} and that the clean model gets right, {cfg.concept} drawn as "
+                 f"{cfg.style}: % of errors corrected (Santurkar et al. 2021)"),
+        "images": int(row["n"]), "errors_before": int(row["errors_before"]),
+        "errors_after": int(row["errors_after"]), "corrected": float(row["corrected"])}}
+    if world is not None:
+        out["world"] = {"what": (f"every image of unseen world {world['world_seed']} "
+                                 f"({world['world_images']}), clean and with {cfg.concept} drawn "
+                                 f"as {cfg.style}: share of the style-caused errors corrected, as "
+                                 "ablate --set --restyle measures"), **world}
+    return out
 
 
 def summary(result: dict, method: str = "rewrite") -> dict:

@@ -71,6 +71,39 @@ def start_job(job: Path, cmd: list[str]) -> None:
         st.warning("Another session is running this job already.")
 
 
+def measures_panel(m: dict) -> None:
+    """The protocol figure beside the whole-world net effect (edit.json's "measures")."""
+    if not m:
+        st.caption("This edit was saved before whole-world checks; run it again to see them.")
+        return
+    st.subheader("Two measures of the same edit")
+    cols = st.columns(2)
+    p = m.get("protocol")
+    if p:
+        cols[0].metric("Protocol: errors corrected", f"{p['corrected']:.0%}",
+                       help="Santurkar et al. 2021")
+        cols[0].caption(f"{p['errors_before']} → {p['errors_after']} errors on {p['images']} "
+                        "held-out images that show the concept and that the clean model gets "
+                        "right.")
+    w = m.get("world")
+    if not w:
+        cols[1].caption("No whole-world check (--world-images 0).")
+        return
+    share = w["style_errors_corrected"]
+    cols[1].metric("Whole unseen world: style-caused errors corrected",
+                   f"{share:.0%}" if share == share else "n/a")
+    cols[1].caption(f"Every image of world {w['world_seed']} ({w['world_images']}), clean and "
+                    f"restyled ({w['restyle']}); the restyle costs the unedited model "
+                    f"{w['style_errors'] * 100:.1f} points of accuracy. Reproduce with "
+                    f"`{w['command']}`.")
+    rows = [{"world": name, "accuracy before": w[name]["acc_before"],
+             "after": w[name]["acc_after"], "images corrected": w[name]["corrected"],
+             "images broken": w[name]["broken"]} for name in ("restyled", "clean")]
+    st.dataframe(pd.DataFrame(rows).style.format({"accuracy before": "{:.1%}",
+                                                  "after": "{:.1%}"}),
+                 width="stretch", hide_index=True)
+
+
 st.title("Edit")
 st.caption("Teach a layer that a concept drawn in another style is still that concept (rank-one "
            "rewrite, Santurkar et al. 2021), and see where a concept matters (causal tracing).")
@@ -115,6 +148,7 @@ with tab_rw:
         if "finetune_clean_acc_after" in f:
             m[2].metric("after fine-tuning", f"{f['finetune_clean_acc_after']:.1%}",
                         f"{(f['finetune_clean_acc_after'] - f['clean_acc_before']) * 100:+.1f} pt")
+        measures_panel(doc.get("measures") or {})
         df = pd.DataFrame(doc["heldout"])
         table = df.pivot_table(index=["styles", "classes"], columns="method", values="corrected",
                                aggfunc="first")

@@ -169,3 +169,34 @@ def test_memit_cli_reports_accuracy_as_rules_grow(tmp_path, monkeypatch, capsys)
     assert [c["rules"] for c in doc["curve"]] == [1, 2]
     assert [p["applied"] for p in doc["curve"][0]["per_rule"]] == [True, False]
     assert (tmp_path / "m" / "weights.safetensors").is_file()
+
+
+def test_whole_world_figure_is_what_ablate_reports_on_the_saved_weights(tmp_path, monkeypatch,
+                                                                         capsys):
+    """edit.json's whole-world figure is exactly `ablate --set toyworld:N --restyle C:S --seed W`
+    on the saved edited weights (and on the original ones for "before"), beside the protocol."""
+    monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "edit"
+    assert main(["rewrite", "--model", "toyworld", "--layer", "conv6", "--concept", "sea",
+                 "--style", "snow", "--exemplars", "3", "--heldout", "40", "--heldout-styles",
+                 "snow", "--probe-images", "20", "--world-images", "60", "--world-seed", "5",
+                 "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "edit.json").read_text())
+    assert saved["measures"] == doc["measures"]
+    proto, world = doc["measures"]["protocol"], doc["measures"]["world"]
+    assert proto["errors_before"] > 0 and 0 < proto["corrected"] <= 1
+    for name, restyle in (("restyled", ["--restyle", "sea:snow"]), ("clean", [])):
+        got = {}
+        for which, weights in (("before", "default"), ("after", str(out / "weights.safetensors"))):
+            assert main(["ablate", "--model", "toyworld", "--weights", weights, "--set",
+                         "toyworld:60", "--seed", "5", "--json"] + restyle) == 0
+            got[which] = json.loads(capsys.readouterr().out)["acc_after"]
+        w = world[name]
+        assert (w["acc_before"], w["acc_after"]) == pytest.approx((got["before"], got["after"]),
+                                                                  abs=1e-6), name
+        assert w["corrected"] - w["broken"] == round((w["acc_after"] - w["acc_before"]) * 60)
+    gap = world["clean"]["acc_before"] - world["restyled"]["acc_before"]
+    assert gap > 0 and world["style_errors_corrected"] == pytest.approx(
+        (world["restyled"]["acc_after"] - world["restyled"]["acc_before"]) / gap, abs=1e-5)
+    assert world["style_errors_corrected"] > 0          # the same kind: both say the edit helps

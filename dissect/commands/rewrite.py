@@ -41,6 +41,12 @@ def add_parser(sub) -> None:
     p.add_argument("--heldout-styles", default=None, help="comma-separated (default: all)")
     p.add_argument("--probe-images", type=int, default=1000, help="images for the second moment")
     p.add_argument("--probe-seed", type=int, default=0)
+    p.add_argument("--world-seed", type=int, default=3000,
+                   help="unseen world for the whole-world check (default 3000)")
+    p.add_argument("--world-images", type=int, default=500,
+                   help="images of that world, clean and restyled (0: skip the check)")
+    p.add_argument("--min-cover", type=float, default=0.5,
+                   help="keys: output cells the concept covers by at least this share (0-1]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="folder for weights.safetensors and edit.json")
     p.add_argument("--overwrite", action="store_true")
@@ -62,7 +68,8 @@ def _config(args, **over):
         heldout=args.heldout,
         heldout_styles=[s for s in (args.heldout_styles or "").split(",") if s] or None,
         probe_seed=args.probe_seed, probe_images=args.probe_images, baseline=args.baseline,
-        finetune_steps=args.finetune_steps, device=args.device)
+        finetune_steps=args.finetune_steps, device=args.device, world_seed=args.world_seed,
+        world_images=args.world_images, min_cover=args.min_cover)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -91,6 +98,20 @@ def main(args: argparse.Namespace) -> int:
     f = result["figures"]
     print(f"{result['rule']} written into {result.get('weight', result.get('layers'))}; "
           f"clean accuracy {f['clean_acc_before']:.1%} -> {f['clean_acc_after']:.1%}")
+    m = result.get("measures") or {}
+    if "protocol" in m:
+        p = m["protocol"]
+        print(f"  protocol (Santurkar et al.): {p['corrected']:.0%} of errors corrected "
+              f"({p['errors_before']} -> {p['errors_after']} on {p['images']} held-out images "
+              "that show the concept and that the clean model gets right)")
+    if "world" in m:
+        w = m["world"]
+        print(f"  whole unseen world {w['world_seed']} ({w['world_images']} images): "
+              f"{w['style_errors_corrected']:.0%} of the style-caused errors corrected; restyled "
+              f"{w['restyled']['acc_before']:.1%} -> {w['restyled']['acc_after']:.1%} "
+              f"({w['restyled']['corrected']} corrected, {w['restyled']['broken']} broken), clean "
+              f"{w['clean']['acc_before']:.1%} -> {w['clean']['acc_after']:.1%} "
+              f"({w['clean']['corrected']} corrected, {w['clean']['broken']} broken)")
     if "heldout" in result:
         for method in ("rewrite", "finetune"):
             s = summary(result, method)

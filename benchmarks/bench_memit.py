@@ -1,0 +1,82 @@
+"""MEMIT at a realistic size: 12 rules (concept x style) spread over conv5+conv6, added one by
+one; each rule's held-out accuracy as the rules grow (ToyWorld CNN, CPU, 1 thread).
+
+    python benchmarks/bench_memit.py [--rules 12] [--layers conv5,conv6] [--exemplars 3]
+        [--heldout 200] [--world-images 300] [--lambda L]
+
+Per rule, accuracy on held-out restyled scenes of world 1007 that show the concept and that
+the clean model gets right (Santurkar et al.'s population; "before" = the unedited model), with
+the first 1, 2, ... rules written; a rule not yet written shows how the others' edits move it.
+Then, for all rules written, the whole-world figure per rule (dissect.rewrite_world: unseen world
+3000, clean and restyled, as `ablate --set toyworld:N --restyle C:S --seed 3000` measures).
+Printed as ratios/fractions, not times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+# concept x style pairs whose restyle costs the unedited model the most held-out accuracy
+RULES = ["sea:snow", "road:snow", "tree:snow", "house:snow", "mountain:snow", "cloud:wood",
+         "sun:gravel", "car:snow", "boat:gravel", "road:flowers", "tree:wood", "sea:wood"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rules", type=int, default=12)
+    ap.add_argument("--layers", default="conv5,conv6")
+    ap.add_argument("--exemplars", type=int, default=3)
+    ap.add_argument("--heldout", type=int, default=200)
+    ap.add_argument("--world-images", type=int, default=300)
+    ap.add_argument("--lambda", dest="lam", type=float, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    from dissect.editing import RewriteConfig
+    from dissect.memit import memit
+    from dissect.rewrite_world import world_effect
+    from dissect.toyworld.model import load_toyworld
+    rules = [dict(zip(("concept", "style"), r.split(":")), exemplars=args.exemplars)
+             for r in RULES[:args.rules]]
+    layers = args.layers.split(",")
+    cfg = RewriteConfig(layer=args.layers, heldout=args.heldout)
+    lm = load_toyworld()
+    res = memit(cfg, rules, layers, lam=args.lam, lm=lm)
+    names = [f"{r['concept']}:{r['style']}" for r in rules]
+    print(f"MEMIT over {', '.join(layers)}, {args.exemplars} exemplars per rule; per rule: "
+          f"held-out accuracy on restyled scenes (images the clean model gets right)")
+    print(f"{'rules':>5} {'clean':>6} {'mean corr':>9} " + " ".join(f"{n[:11]:>11}" for n in names))
+    first = res["curve"][0]["per_rule"]
+    print(f"{'0':>5} {res['figures']['clean_acc_before']:>6.1%} {'':>9} "
+          + " ".join(f"{p['acc_before']:>11.0%}" for p in first))
+    for row in res["curve"]:
+        cells = [f"{p['acc_after']:>10.0%}{'*' if p['applied'] else ' '}" for p in row["per_rule"]]
+        print(f"{row['rules']:>5} {row['clean_acc']:>6.1%} {row['corrected_mean']:>9.0%} "
+              + " ".join(cells))
+    print("(* = rule written; mean corr = mean % of errors corrected over the rules written)")
+    if args.world_images:
+        print(f"\nall {len(rules)} rules written; unseen world 3000 ({args.world_images} images), "
+              "clean and restyled per rule, as ablate --set --restyle measures:")
+        print(f"{'rule':<14} {'restyled before':>15} {'after':>7} {'style errors corr':>18} "
+              f"{'corrected':>9} {'broken':>7}")
+        clean = None
+        for n in names:
+            c, s = n.split(":")
+            w = world_effect(lm, res["model"], c, s, args.world_images, 3000)
+            clean = w["clean"]
+            r = w["restyled"]
+            print(f"{n:<14} {r['acc_before']:>15.1%} {r['acc_after']:>7.1%} "
+                  f"{w['style_errors_corrected']:>18.0%} {r['corrected']:>9} {r['broken']:>7}")
+        print(f"{'clean world':<14} {clean['acc_before']:>15.1%} {clean['acc_after']:>7.1%} "
+              f"{'':>18} {clean['corrected']:>9} {clean['broken']:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
