@@ -9,7 +9,8 @@ the clean model gets right (Santurkar et al.'s population; "before" = the unedit
 the first 1, 2, ... rules written; a rule not yet written shows how the others' edits move it.
 Then, for all rules written, the whole-world figure per rule (dissect.rewrite_world: unseen world
 3000, clean and restyled, as `ablate --set toyworld:N --restyle C:S --seed 3000` measures).
-Printed as ratios/fractions, not times.
+Exemplars of each rule: the first images of world 7, of any class, where the concept covers
+>= 4% of the image. Printed as ratios/fractions, not times.
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 # concept x style pairs whose restyle costs the unedited model the most held-out accuracy
-RULES = ["sea:snow", "road:snow", "tree:snow", "house:snow", "mountain:snow", "cloud:wood",
-         "sun:gravel", "car:snow", "boat:gravel", "road:flowers", "tree:wood", "sea:wood"]
+# (among the concepts that cover >= 4% of enough images to give exemplars)
+RULES = ["sea:snow", "road:snow", "house:snow", "mountain:snow", "cloud:wood", "car:snow",
+         "sea:wood", "road:flowers", "house:flowers", "cloud:flowers", "mountain:flowers",
+         "house:gravel"]
 
 
 def main(argv=None) -> int:
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--world-images", type=int, default=300)
     ap.add_argument("--lambda", dest="lam", type=float, default=None)
+    ap.add_argument("--lambda-scale", type=float, default=1.0,
+                    help="λ = this x the number of keys (when --lambda is not given)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
@@ -42,14 +47,15 @@ def main(argv=None) -> int:
     from dissect.memit import memit
     from dissect.rewrite_world import world_effect
     from dissect.toyworld.model import load_toyworld
-    rules = [dict(zip(("concept", "style"), r.split(":")), exemplars=args.exemplars)
+    rules = [dict(zip(("concept", "style"), r.split(":")), exemplars=args.exemplars, **{"class": "any"})
              for r in RULES[:args.rules]]
     layers = args.layers.split(",")
     cfg = RewriteConfig(layer=args.layers, heldout=args.heldout)
     lm = load_toyworld()
-    res = memit(cfg, rules, layers, lam=args.lam, lm=lm)
+    res = memit(cfg, rules, layers, lam=args.lam, lm=lm, lam_scale=args.lambda_scale)
     names = [f"{r['concept']}:{r['style']}" for r in rules]
-    print(f"MEMIT over {', '.join(layers)}, {args.exemplars} exemplars per rule; per rule: "
+    lam = f"λ = {args.lam:g}" if args.lam else f"λ = {args.lambda_scale:g} x keys"
+    print(f"MEMIT over {', '.join(layers)}, {lam}, {args.exemplars} exemplars per rule; per rule: "
           f"held-out accuracy on restyled scenes (images the clean model gets right)")
     print(f"{'rules':>5} {'clean':>6} {'mean corr':>9} " + " ".join(f"{n[:11]:>11}" for n in names))
     first = res["curve"][0]["per_rule"]

@@ -65,9 +65,9 @@ def read_edits(path: str) -> list[dict]:
         if rule["style"] not in STYLES:
             raise RewriteError(f"{where}: field 'style': unknown style '{rule['style']}' "
                                f"(choose from {', '.join(STYLES)})")
-        if "class" in rule and rule["class"] not in SCENE_NAMES:
+        if "class" in rule and rule["class"] not in SCENE_NAMES + ["any"]:
             raise RewriteError(f"{where}: field 'class': unknown class '{rule['class']}' "
-                               f"(choose from {', '.join(SCENE_NAMES)})")
+                               f"(choose from {', '.join(SCENE_NAMES)}, or any)")
         if rule.get("exemplars", 3) < 1:
             raise RewriteError(f"{where}: field 'exemplars' must be at least 1")
         rules.append(rule)
@@ -76,7 +76,7 @@ def read_edits(path: str) -> list[dict]:
     return rules
 
 
-def _apply(lm, layers, data, moments, lam):
+def _apply(lm, layers, data, moments, lam, lam_scale=1.0):
     """A deep copy of lm with the rules in `data` spread over `layers`."""
     from dissect.editing import cached_moment  # noqa: F401  (moments are passed in)
     out = copy.deepcopy(lm)
@@ -90,13 +90,14 @@ def _apply(lm, layers, data, moments, lam):
         K, V = torch.cat(K, 1), torch.cat(V, 1)
         W = target.flat_weight().float()
         R = ((V - W @ K) / (len(layers) - i)).cpu()
-        lam_i = float(K.shape[1]) if lam is None else lam
+        lam_i = lam_scale * float(K.shape[1]) if lam is None else lam
         apply_delta(target, memit_update(W, K, R, moments[layer], lam_i))
     return out
 
 
 def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
-          progress: Callable[[str], None] | None = None, lm=None) -> dict:
+          progress: Callable[[str], None] | None = None, lm=None, lam_scale: float = 1.0) -> dict:
+    """Write `rules` over `layers`; λ = `lam`, or `lam_scale` × the number of keys."""
     from dissect.editing import cached_moment, load
     lm = lm or load(cfg)
     for layer in layers:
@@ -119,7 +120,7 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
     for n in range(1, len(rules) + 1):
         if progress:
             progress(f"MEMIT: {n} rule(s) over {', '.join(layers)}")
-        ed = _apply(lm, layers, data[:n], moments, lam)
+        ed = _apply(lm, layers, data[:n], moments, lam, lam_scale)
         per = []
         for r, (h, p_clean, p_before) in zip(rules, held):
             ok = p_clean == h.scenes
@@ -135,7 +136,7 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
         curve.append({"rules": n, "clean_acc": acc, "per_rule": per,
                       "corrected_mean": float(np.mean(applied)) if applied else float("nan")})
         final = ed
-    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam},
+    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam, "lambda_scale": lam_scale},
             "rule": "; ".join(f"{r['concept']} drawn as {r['style']} -> {r['concept']}" for r in rules),
             "rules": rules, "layer": ",".join(layers), "layers": layers, "rank": None,
             "figures": {"clean_acc_before": acc0, "clean_acc_after": curve[-1]["clean_acc"]},

@@ -1,9 +1,12 @@
 """python -m dissect rewrite --model M --layer L --concept C --style S --exemplars N [--rank 1]
-    [--baseline finetune] [--edits FILE] --out EDIT --json
+    [--baseline finetune] [--edits FILE] [--world-images 500] --out EDIT --json
 
 Teaches the layer "CONCEPT drawn as STYLE ↦ CONCEPT" with a rank-one update (keys: the layer's
 input on the restyled concept; values: its output on the original), then measures % of errors
-corrected on held-out restyled ToyWorld scenes and the clean accuracy before/after. Writes
+corrected on held-out restyled ToyWorld scenes (Santurkar et al.'s protocol) beside the
+whole-world net effect (every image of unseen world --world-seed, clean and restyled, as
+`ablate --set toyworld:N --restyle C:S --seed W` measures) and the clean accuracy. --rank auto:
+the rank (1, 2, 4, 8) that wins back the most on a validation world within --clean-budget. Writes
 EDIT/weights.safetensors (loadable anywhere as --weights EDIT/weights.safetensors) and
 EDIT/edit.json. --edits FILE: several rules at once (MEMIT), one JSON object per line, e.g.
 {"concept": "sea", "style": "snow", "exemplars": 3, "class": "beach"}, spread over --layer
@@ -29,7 +32,12 @@ def add_parser(sub) -> None:
                    help="the exemplars' class (default: the first scene with the concept)")
     p.add_argument("--exemplar-index", default=None, metavar="I,J,...",
                    help="exact exemplar images of the exemplar world")
-    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--rank", type=_rank, default=1,
+                   help="rank of the update (default 1), or auto: the rank that wins back the "
+                        "most on a validation world within --clean-budget")
+    p.add_argument("--clean-budget", type=float, default=0.005,
+                   help="--rank auto: most clean accuracy a rank may lose on the validation "
+                        "world (default 0.005)")
     p.add_argument("--baseline", default=None, choices=["finetune"])
     p.add_argument("--finetune-steps", type=int, default=400)
     p.add_argument("--edits", default=None, help="JSON-lines file of rules (MEMIT)")
@@ -54,6 +62,19 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=main)
 
 
+def _rank(text: str) -> int:
+    """'auto' -> 0 (chosen by held-out gain), else a rank >= 1."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        r = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a rank: give 1, 2, ... or auto") from None
+    if r < 1:
+        raise argparse.ArgumentTypeError(f"{r}: give a rank of at least 1, or auto")
+    return r
+
+
 def _config(args, **over):
     from dissect.editing import RewriteConfig
     idx = None
@@ -69,7 +90,7 @@ def _config(args, **over):
         heldout_styles=[s for s in (args.heldout_styles or "").split(",") if s] or None,
         probe_seed=args.probe_seed, probe_images=args.probe_images, baseline=args.baseline,
         finetune_steps=args.finetune_steps, device=args.device, world_seed=args.world_seed,
-        world_images=args.world_images, min_cover=args.min_cover)
+        world_images=args.world_images, min_cover=args.min_cover, clean_budget=args.clean_budget)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -112,6 +133,11 @@ def main(args: argparse.Namespace) -> int:
               f"({w['restyled']['corrected']} corrected, {w['restyled']['broken']} broken), clean "
               f"{w['clean']['acc_before']:.1%} -> {w['clean']['acc_after']:.1%} "
               f"({w['clean']['corrected']} corrected, {w['clean']['broken']} broken)")
+    if result.get("rank_choice"):
+        c = result["rank_choice"]
+        print(f"  rank {c['rank']} chosen on validation world {c['validation_world']}: "
+              + ", ".join(f"rank {r['rank']} +{r['restyled_gain']:.1%} restyled / "
+                          f"-{r['clean_lost']:.1%} clean" for r in c["candidates"]))
     if "heldout" in result:
         for method in ("rewrite", "finetune"):
             s = summary(result, method)
