@@ -2,7 +2,7 @@
 one; each rule's held-out accuracy as the rules grow (ToyWorld CNN, CPU, 1 thread).
 
     python benchmarks/bench_memit.py [--rules 12] [--layers conv5,conv6] [--exemplars 3]
-        [--heldout 200] [--world-images 300] [--lambda L]
+        [--heldout 200] [--world-images 300] [--lambda L | --lambda-scale S] [--method ranked]
 
 Per rule, accuracy on held-out restyled scenes of world 1007 that show the concept and that
 the clean model gets right (Santurkar et al.'s population; "before" = the unedited model), with
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--world-images", type=int, default=300)
     ap.add_argument("--lambda", dest="lam", type=float, default=None)
+    ap.add_argument("--method", default="memit", choices=["memit", "ranked"],
+                    help="ranked: one ROME direction per rule, fitted jointly (first layer)")
     ap.add_argument("--lambda-scale", type=float, default=1.0,
                     help="λ = this x the number of keys (when --lambda is not given)")
     args = ap.parse_args(argv)
@@ -47,14 +49,18 @@ def main(argv=None) -> int:
     from dissect.memit import memit
     from dissect.rewrite_world import world_effect
     from dissect.toyworld.model import load_toyworld
-    rules = [dict(zip(("concept", "style"), r.split(":")), exemplars=args.exemplars, **{"class": "any"})
+    rules = [{"concept": r.split(":")[0], "style": r.split(":")[1], "exemplars": args.exemplars,
+              "class": "any"}
              for r in RULES[:args.rules]]
     layers = args.layers.split(",")
     cfg = RewriteConfig(layer=args.layers, heldout=args.heldout)
     lm = load_toyworld()
-    res = memit(cfg, rules, layers, lam=args.lam, lm=lm, lam_scale=args.lambda_scale)
+    res = memit(cfg, rules, layers, lam=args.lam, lm=lm, lam_scale=args.lambda_scale,
+                method=args.method)
     names = [f"{r['concept']}:{r['style']}" for r in rules]
     lam = f"λ = {args.lam:g}" if args.lam else f"λ = {args.lambda_scale:g} x keys"
+    if args.method == "ranked":
+        layers, lam = layers[:1], "one ROME direction per rule, fitted jointly"
     print(f"MEMIT over {', '.join(layers)}, {lam}, {args.exemplars} exemplars per rule; per rule: "
           f"held-out accuracy on restyled scenes (images the clean model gets right)")
     print(f"{'rules':>5} {'clean':>6} {'mean corr':>9} " + " ".join(f"{n[:11]:>11}" for n in names))

@@ -210,8 +210,8 @@ def choose_rank(lm, target, keys, values, C, cfg: RewriteConfig, progress=None) 
         with edited(lm.model, target, upd.delta):
             w = world_effect(lm, lm, cfg.concept, cfg.style, cfg.val_images, cfg.val_seed,
                              before=before)
-        rows.append({"rank": r, "restyled_gain": w["restyled"]["acc_after"] - w["restyled"]["acc_before"],
-                     "clean_lost": w["clean_acc_lost"]})
+        gain = w["restyled"]["acc_after"] - w["restyled"]["acc_before"]
+        rows.append({"rank": r, "restyled_gain": gain, "clean_lost": w["clean_acc_lost"]})
     ok = [row for row in rows if row["clean_lost"] <= cfg.clean_budget + 1e-9]
     best = max(ok, key=lambda row: (row["restyled_gain"], -row["rank"])) if ok else rows[0]
     return {"rank": best["rank"], "validation_world": cfg.val_seed,

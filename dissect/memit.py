@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from dissect.errors import RewriteError
-from dissect.rewrite import apply_delta, edit_target, keys_values, memit_update
+from dissect.rewrite import (apply_delta, edit_target, keys_values, memit_update,
+                             rank_one_update)
 from dissect.rewrite_eval import clean_accuracy, corrected, exemplars, heldout, predict
 from dissect.toyworld.styles import STYLES
 from dissect.toyworld.world import OBJECTS, SCENE_NAMES
@@ -76,19 +77,35 @@ def read_edits(path: str) -> list[dict]:
     return rules
 
 
-def _apply(lm, layers, data, moments, lam, lam_scale=1.0):
-    """A deep copy of lm with the rules in `data` spread over `layers`."""
-    from dissect.editing import cached_moment  # noqa: F401  (moments are passed in)
+def ranked_update(W: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                  C: torch.Tensor) -> torch.Tensor:
+    """ΔW = Λ Dᵀ with one direction per rule (its ROME direction D_j ∝ C⁻¹k*_j, the top
+    whitened direction of its keys) and Λ the joint least-squares fit of every rule's values:
+    rank ≤ the number of rules, and any key with Dᵀk = 0 is left unchanged."""
+    D = torch.cat([rank_one_update(W, k, v, C, rank=1).directions for k, v in zip(keys, values)],
+                  1).double()
+    K, V = torch.cat(keys, 1).double().cpu(), torch.cat(values, 1).double().cpu()
+    R = V - W.double().cpu() @ K
+    P = D.T @ K
+    return (R @ P.T @ torch.linalg.pinv(P @ P.T) @ D.T).float()
+
+
+def _apply(lm, layers, data, moments, lam, lam_scale=1.0, method="memit"):
+    """A deep copy of lm with the rules in `data` spread over `layers` (method "memit": λC +
+    KKᵀ; "ranked": one ROME direction per rule, fitted jointly, at the first layer only)."""
     out = copy.deepcopy(lm)
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(layers if method == "memit" else layers[:1]):
         target = edit_target(out.model, layer)
         K, V = [], []
         for ex, style in data:
             k, v = keys_values(out, target, ex.styled[style], ex.clean, ex.masks)
             K.append(k)
             V.append(v)
-        K, V = torch.cat(K, 1), torch.cat(V, 1)
         W = target.flat_weight().float()
+        if method == "ranked":
+            apply_delta(target, ranked_update(W, K, V, moments[layer]))
+            continue
+        K, V = torch.cat(K, 1), torch.cat(V, 1)
         R = ((V - W @ K) / (len(layers) - i)).cpu()
         lam_i = lam_scale * float(K.shape[1]) if lam is None else lam
         apply_delta(target, memit_update(W, K, R, moments[layer], lam_i))
@@ -96,8 +113,12 @@ def _apply(lm, layers, data, moments, lam, lam_scale=1.0):
 
 
 def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
-          progress: Callable[[str], None] | None = None, lm=None, lam_scale: float = 1.0) -> dict:
-    """Write `rules` over `layers`; λ = `lam`, or `lam_scale` × the number of keys."""
+          progress: Callable[[str], None] | None = None, lm=None, lam_scale: float = 1.0,
+          method: str = "memit") -> dict:
+    """Write `rules` over `layers`; λ = `lam`, or `lam_scale` × the number of keys.
+    method "ranked": one rank-one direction per rule at layers[0] (see ranked_update)."""
+    if method not in ("memit", "ranked"):
+        raise RewriteError(f"unknown method '{method}': memit or ranked")
     from dissect.editing import cached_moment, load
     lm = lm or load(cfg)
     for layer in layers:
@@ -120,7 +141,7 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
     for n in range(1, len(rules) + 1):
         if progress:
             progress(f"MEMIT: {n} rule(s) over {', '.join(layers)}")
-        ed = _apply(lm, layers, data[:n], moments, lam, lam_scale)
+        ed = _apply(lm, layers, data[:n], moments, lam, lam_scale, method)
         per = []
         for r, (h, p_clean, p_before) in zip(rules, held):
             ok = p_clean == h.scenes
@@ -136,7 +157,8 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
         curve.append({"rules": n, "clean_acc": acc, "per_rule": per,
                       "corrected_mean": float(np.mean(applied)) if applied else float("nan")})
         final = ed
-    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam, "lambda_scale": lam_scale},
+    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam,
+                       "lambda_scale": lam_scale, "method": method},
             "rule": "; ".join(f"{r['concept']} drawn as {r['style']} -> {r['concept']}" for r in rules),
             "rules": rules, "layer": ",".join(layers), "layers": layers, "rank": None,
             "figures": {"clean_acc_before": acc0, "clean_acc_after": curve[-1]["clean_acc"]},
@@ -149,4 +171,4 @@ def memit_from_file(path: str, cfg, lam: float | None = None, progress=None) -> 
     return memit(cfg, rules, layers, lam=lam, progress=progress)
 
 
-__all__ = ["read_edits", "memit", "memit_from_file"]
+__all__ = ["read_edits", "memit", "memit_from_file", "ranked_update"]

@@ -4,7 +4,7 @@
     w["restyled"]["acc_before"], w["restyled"]["acc_after"]     # ablate --set toyworld:500
     w["restyled"]["corrected"], w["restyled"]["broken"]         #   --restyle sea:snow --seed 2
     w["clean"]["acc_before"], w["clean"]["acc_after"]           # the same world, not restyled
-    w["style_errors_corrected"]                                 # share of the snow-caused errors won back
+    w["style_errors_corrected"]               # share of the snow-caused errors won back
 
 Santurkar et al.'s protocol figure (dissect.rewrite_eval) counts only held-out images where the
 concept covers ≥ 4% of the image and the clean model is right. This one counts every image of a
@@ -55,8 +55,9 @@ def world_effect(lm, edited_lm, concept: str, style: str, n: int = WORLD_IMAGES,
         progress(f"whole-world check: toyworld:{n} of world {seed}, clean and {concept}:{style}")
     before = before or world_before(lm, concept, style, n, seed)
     out = {"world_seed": int(seed), "world_images": int(n), "restyle": f"{concept}:{style}",
-           "command": (f"python -m dissect ablate --model toyworld --weights EDIT/weights.safetensors "
-                       f"--set toyworld:{n} --restyle {concept}:{style} --seed {seed}")}
+           "command": ("python -m dissect ablate --model toyworld --weights "
+                       f"EDIT/weights.safetensors --set toyworld:{n} --restyle {concept}:{style} "
+                       f"--seed {seed}")}
     for name, sty in (("clean", None), ("restyled", style)):
         y, p0 = before[name]
         y1, p1 = set_predictions(edited_lm, concept, sty, n, seed)

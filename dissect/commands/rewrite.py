@@ -69,7 +69,8 @@ def _rank(text: str) -> int:
     try:
         r = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a rank: give 1, 2, ... or auto") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not a rank: give 1, 2, ... or "
+                                         "auto") from None
     if r < 1:
         raise argparse.ArgumentTypeError(f"{r}: give a rank of at least 1, or auto")
     return r
