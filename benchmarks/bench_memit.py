@@ -9,8 +9,8 @@ the clean model gets right (Santurkar et al.'s population; "before" = the unedit
 the first 1, 2, ... rules written; a rule not yet written shows how the others' edits move it.
 Then, for all rules written, the whole-world figure per rule (dissect.rewrite_world: unseen world
 3000, clean and restyled, as `ablate --set toyworld:N --restyle C:S --seed 3000` measures).
-Exemplars of each rule: the first images of world 7, of any class, where the concept covers
->= 4% of the image. Printed as ratios/fractions, not times.
+Exemplars of each rule: the first images of world 7 of the first scene with the concept (of any
+class where that scene has too few) where the concept covers >= 4% of the image. Printed as ratios/fractions, not times.
 """
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda", dest="lam", type=float, default=None)
     ap.add_argument("--method", default="memit", choices=["memit", "ranked"],
                     help="ranked: one ROME direction per rule, fitted jointly (first layer)")
+    ap.add_argument("--rank", type=int, default=1, help="--method ranked: directions per rule")
+    ap.add_argument("--class", dest="cls", default=None,
+                    help="exemplars' class for every rule (default: the first scene with the "
+                         "concept, else any)")
     ap.add_argument("--lambda-scale", type=float, default=1.0,
                     help="λ = this x the number of keys (when --lambda is not given)")
     args = ap.parse_args(argv)
@@ -49,18 +53,29 @@ def main(argv=None) -> int:
     from dissect.memit import memit
     from dissect.rewrite_world import world_effect
     from dissect.toyworld.model import load_toyworld
-    rules = [{"concept": r.split(":")[0], "style": r.split(":")[1], "exemplars": args.exemplars,
-              "class": "any"}
-             for r in RULES[:args.rules]]
+    from dissect.errors import RewriteError
+    from dissect.rewrite_eval import exemplars
+    rules = []
+    for r in RULES[:args.rules]:
+        c, s = r.split(":")
+        rule = {"concept": c, "style": s, "exemplars": args.exemplars}
+        if args.cls:
+            rule["class"] = args.cls
+        else:
+            try:
+                exemplars(c, s, args.exemplars, seed=7)
+            except RewriteError:            # too few large enough in its first scene
+                rule["class"] = "any"
+        rules.append(rule)
     layers = args.layers.split(",")
     cfg = RewriteConfig(layer=args.layers, heldout=args.heldout)
     lm = load_toyworld()
     res = memit(cfg, rules, layers, lam=args.lam, lm=lm, lam_scale=args.lambda_scale,
-                method=args.method)
+                method=args.method, rank=args.rank)
     names = [f"{r['concept']}:{r['style']}" for r in rules]
     lam = f"λ = {args.lam:g}" if args.lam else f"λ = {args.lambda_scale:g} x keys"
     if args.method == "ranked":
-        layers, lam = layers[:1], "one ROME direction per rule, fitted jointly"
+        layers, lam = layers[:1], f"{args.rank} ROME direction(s) per rule, fitted jointly"
     print(f"MEMIT over {', '.join(layers)}, {lam}, {args.exemplars} exemplars per rule; per rule: "
           f"held-out accuracy on restyled scenes (images the clean model gets right)")
     print(f"{'rules':>5} {'clean':>6} {'mean corr':>9} " + " ".join(f"{n[:11]:>11}" for n in names))

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, choices=["finetune"])
     p.add_argument("--finetune-steps", type=int, default=400)
     p.add_argument("--edits", default=None, help="JSON-lines file of rules (MEMIT)")
+    p.add_argument("--method", default="memit", choices=["memit", "ranked"],
+                   help="with --edits: memit (λC + KKᵀ over the layers) or ranked (--rank ROME "
+                        "directions per rule at the first layer, fitted jointly)")
     p.add_argument("--lambda", dest="lam", type=float, default=None,
                    help="MEMIT's λ weight of C (default: the number of keys)")
     p.add_argument("--seed", type=int, default=7, help="exemplar world")
@@ -102,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
         from dissect.memit import memit_from_file
-        result = memit_from_file(args.edits, _config(args), lam=args.lam, progress=log)
+        result = memit_from_file(args.edits, _config(args), lam=args.lam, progress=log,
+                                 method=args.method)
     else:
         if not args.concept or not args.style:
             raise RewriteError("give --concept and --style (e.g. --concept sea --style snow), "
