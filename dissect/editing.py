@@ -7,7 +7,10 @@
 The second moment C of the layer's keys over the probe set is cached under
 $DISSECT_CACHE/rewrite/ (keyed by the model's weights, the layer and the probe), so a second
 rewrite of the same layer skips that pass. Held-out figures follow Santurkar et al.: % of
-errors corrected on new restyled scenes that the clean model gets right (dissect.rewrite_eval).
+errors corrected on new restyled scenes that the clean model gets right (dissect.rewrite_eval);
+beside them, result["measures"]["world"] is the net effect on every image of an unseen world,
+clean and restyled, as `ablate --set toyworld:N --restyle C:S --seed W` measures
+(dissect.rewrite_world). `rank=0` chooses the rank on a validation world (choose_rank).
 """
 from __future__ import annotations
 

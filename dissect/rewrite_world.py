@@ -6,9 +6,9 @@
     w["clean"]["acc_before"], w["clean"]["acc_after"]           # the same world, not restyled
     w["style_errors_corrected"]               # share of the snow-caused errors won back
 
-Santurkar et al.'s protocol figure (dissect.rewrite_eval) counts only held-out images where the
-concept covers ≥ 4% of the image and the clean model is right. This one counts every image of a
-world the edit never saw: world `seed` (N images) once clean and once with the concept
+Santurkar et al.'s protocol figure (dissect.rewrite_eval) counts only held-out images that show
+the concept and that the clean model gets right. This one counts every image of a world the
+edit never saw: world `seed` (N images) once clean and once with the concept
 restyled, read through dissect.labelled (open_labelled_set + evaluate_set: the code path of
 `python -m dissect ablate --model toyworld --weights EDIT/weights.safetensors --set toyworld:N
 --restyle CONCEPT:STYLE --seed S`). Images corrected = wrong before the edit, right after;
