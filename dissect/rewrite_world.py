@@ -1,8 +1,8 @@
 """An edit's net effect on whole unseen worlds, measured exactly as `ablate --set` measures.
 
-    w = world_effect(lm, edited_lm, "sea", "snow", n=500, seed=2)
+    w = world_effect(lm, edited_lm, "sea", "snow", n=500, seed=3000)
     w["restyled"]["acc_before"], w["restyled"]["acc_after"]     # ablate --set toyworld:500
-    w["restyled"]["corrected"], w["restyled"]["broken"]         #   --restyle sea:snow --seed 2
+    w["restyled"]["corrected"], w["restyled"]["broken"]         #   --restyle sea:snow --seed 3000
     w["clean"]["acc_before"], w["clean"]["acc_after"]           # the same world, not restyled
     w["style_errors_corrected"]               # share of the snow-caused errors won back
 
