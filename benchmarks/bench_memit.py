@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     if args.world_images:
         print(f"\nall {len(rules)} rules written; unseen world 3000 ({args.world_images} images), "
               "clean and restyled per rule, as ablate --set --restyle measures:")
-        print(f"{'rule':<14} {'restyled before':>15} {'after':>7} {'style errors corr':>18} "
+        print(f"{'rule':<16} {'restyled before':>15} {'after':>7} {'style errors corr':>18} "
               f"{'corrected':>9} {'broken':>7}")
         clean = None
         for n in names:
@@ -101,9 +101,9 @@ def main(argv=None) -> int:
             w = world_effect(lm, res["model"], c, s, args.world_images, 3000)
             clean = w["clean"]
             r = w["restyled"]
-            print(f"{n:<14} {r['acc_before']:>15.1%} {r['acc_after']:>7.1%} "
+            print(f"{n:<16} {r['acc_before']:>15.1%} {r['acc_after']:>7.1%} "
                   f"{w['style_errors_corrected']:>18.0%} {r['corrected']:>9} {r['broken']:>7}")
-        print(f"{'clean world':<14} {clean['acc_before']:>15.1%} {clean['acc_after']:>7.1%} "
+        print(f"{'clean world':<16} {clean['acc_before']:>15.1%} {clean['acc_after']:>7.1%} "
               f"{'':>18} {clean['corrected']:>9} {clean['broken']:>7}")
     return 0
 
