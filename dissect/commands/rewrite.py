@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
         c = result["rank_choice"]
         print(f"  rank {c['rank']} chosen on validation world {c['validation_world']}: "
               + ", ".join(f"rank {r['rank']} {r['restyled_gain']:+.1%} restyled / "
-                          f"{-r['clean_lost']:+.1%} clean" for r in c["candidates"]))
+                          f"{0.0 - r['clean_lost']:+.1%} clean" for r in c["candidates"]))
     if "heldout" in result:
         for method in ("rewrite", "finetune"):
             s = summary(result, method)
