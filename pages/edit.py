@@ -71,6 +71,39 @@ def start_job(job: Path, cmd: list[str]) -> None:
         st.warning("Another session is running this job already.")
 
 
+def measures_panel(m: dict) -> None:
+    """The protocol figure beside the whole-world net effect (edit.json's "measures")."""
+    if not m:
+        st.caption("This edit was saved before whole-world checks; run it again to see them.")
+        return
+    st.subheader("Two measures of the same edit")
+    cols = st.columns(2)
+    p = m.get("protocol")
+    if p:
+        cols[0].metric("Protocol: errors corrected", f"{p['corrected']:.0%}",
+                       help="Santurkar et al. 2021")
+        cols[0].caption(f"{p['errors_before']} → {p['errors_after']} errors on {p['images']} "
+                        "held-out images that show the concept and that the clean model gets "
+                        "right.")
+    w = m.get("world")
+    if not w:
+        cols[1].caption("No whole-world check (--world-images 0).")
+        return
+    share = w["style_errors_corrected"]
+    cols[1].metric("Whole unseen world: style-caused errors corrected",
+                   f"{share:.0%}" if share == share else "n/a")
+    cols[1].caption(f"Every image of world {w['world_seed']} ({w['world_images']}), clean and "
+                    f"restyled ({w['restyle']}); the restyle costs the unedited model "
+                    f"{w['style_errors'] * 100:.1f} points of accuracy. Reproduce with "
+                    f"`{w['command']}`.")
+    rows = [{"world": name, "accuracy before": w[name]["acc_before"],
+             "after": w[name]["acc_after"], "images corrected": w[name]["corrected"],
+             "images broken": w[name]["broken"]} for name in ("restyled", "clean")]
+    st.dataframe(pd.DataFrame(rows).style.format({"accuracy before": "{:.1%}",
+                                                  "after": "{:.1%}"}),
+                 width="stretch", hide_index=True)
+
+
 st.title("Edit")
 st.caption("Teach a layer that a concept drawn in another style is still that concept (rank-one "
            "rewrite, Santurkar et al. 2021), and see where a concept matters (causal tracing).")
@@ -82,8 +115,13 @@ with tab_rw:
     concept = c[0].selectbox("Concept", with_scene, index=with_scene.index("sea"), key="ed_concept")
     style = c[1].selectbox("Style", list(STYLES), key="ed_style")
     layer = c[2].selectbox("Layer", LAYERS, index=3, key="ed_layer")
-    n = int(c[3].number_input("Exemplars", 1, 3, 3, key="ed_n"))
-    rank = int(c[4].number_input("Rank", 1, 16, 1, key="ed_rank"))
+    n = int(c[3].number_input("Exemplars", 1, 30, 3, key="ed_n",
+                              help="more exemplars generalise better to the whole world "
+                                   "(benchmarks/rewrite_variants.py)"))
+    auto = c[4].checkbox("Rank by held-out gain", key="ed_auto",
+                         help="rank 1, 2, 4 or 8: the one that wins back the most on a "
+                              "validation world while losing at most 0.5 pt of clean accuracy")
+    rank = "auto" if auto else int(c[4].number_input("Rank", 1, 16, 1, key="ed_rank"))
     scenes = [s for s, objs in SCENES.items() if concept in objs]
     scene = st.selectbox("Exemplar class", scenes, key="ed_scene")
     try:
@@ -91,16 +129,19 @@ with tab_rw:
     except USER_ERRORS as e:
         st.error(str(e))
         st.stop()
-    for clean, styled, mask, idx in shown:
+    for clean, styled, mask, idx in shown[:6]:
         cols = st.columns(3)
         cols[0].image(clean, caption=f"image {idx}: original (value)", width="stretch")
         cols[1].image(styled, caption=f"{concept} drawn as {style} (key)", width="stretch")
         cols[2].image(mask, caption=f"{concept} mask", width="stretch")
     name = f"{concept}-{style}-{layer}-{scene}-{n}-r{rank}"
     out, job = edits_root() / name, edits_root() / ".jobs" / name
+    if len(shown) > 6:
+        st.caption(f"… and {len(shown) - 6} more exemplars.")
     state = job_panel(job, out / "edit.json", "The rewrite")
     cmd = [sys.executable, "-m", "dissect", "rewrite", "--model", "toyworld", "--layer", layer,
-           "--concept", concept, "--style", style, "--exemplars", str(n), "--class", scene, "--rank", str(rank),
+           "--concept", concept, "--style", style, "--exemplars", str(n), "--class", scene,
+           "--rank", str(rank),
            "--baseline", "finetune", "--out", str(out), "--overwrite", "--json"]
     if state != "running" and st.button("Run the rewrite" if state != "done" else "Run it again",
                                         type="primary", key="ed_run"):
@@ -115,6 +156,7 @@ with tab_rw:
         if "finetune_clean_acc_after" in f:
             m[2].metric("after fine-tuning", f"{f['finetune_clean_acc_after']:.1%}",
                         f"{(f['finetune_clean_acc_after'] - f['clean_acc_before']) * 100:+.1f} pt")
+        measures_panel(doc.get("measures") or {})
         df = pd.DataFrame(doc["heldout"])
         table = df.pivot_table(index=["styles", "classes"], columns="method", values="corrected",
                                aggfunc="first")

@@ -1,9 +1,12 @@
 """python -m dissect rewrite --model M --layer L --concept C --style S --exemplars N [--rank 1]
-    [--baseline finetune] [--edits FILE] --out EDIT --json
+    [--baseline finetune] [--edits FILE] [--world-images 500] --out EDIT --json
 
 Teaches the layer "CONCEPT drawn as STYLE ↦ CONCEPT" with a rank-one update (keys: the layer's
 input on the restyled concept; values: its output on the original), then measures % of errors
-corrected on held-out restyled ToyWorld scenes and the clean accuracy before/after. Writes
+corrected on held-out restyled ToyWorld scenes (Santurkar et al.'s protocol) beside the
+whole-world net effect (every image of unseen world --world-seed, clean and restyled, as
+`ablate --set toyworld:N --restyle C:S --seed W` measures) and the clean accuracy. --rank auto:
+the rank (1, 2, 4, 8) that wins back the most on a validation world within --clean-budget. Writes
 EDIT/weights.safetensors (loadable anywhere as --weights EDIT/weights.safetensors) and
 EDIT/edit.json. --edits FILE: several rules at once (MEMIT), one JSON object per line, e.g.
 {"concept": "sea", "style": "snow", "exemplars": 3, "class": "beach"}, spread over --layer
@@ -29,10 +32,18 @@ def add_parser(sub) -> None:
                    help="the exemplars' class (default: the first scene with the concept)")
     p.add_argument("--exemplar-index", default=None, metavar="I,J,...",
                    help="exact exemplar images of the exemplar world")
-    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--rank", type=_rank, default=1,
+                   help="rank of the update (default 1), or auto: the rank that wins back the "
+                        "most on a validation world within --clean-budget")
+    p.add_argument("--clean-budget", type=float, default=0.005,
+                   help="--rank auto: most clean accuracy a rank may lose on the validation "
+                        "world (default 0.005)")
     p.add_argument("--baseline", default=None, choices=["finetune"])
     p.add_argument("--finetune-steps", type=int, default=400)
     p.add_argument("--edits", default=None, help="JSON-lines file of rules (MEMIT)")
+    p.add_argument("--method", default="memit", choices=["memit", "ranked"],
+                   help="with --edits: memit (λC + KKᵀ over the layers) or ranked (--rank ROME "
+                        "directions per rule at the first layer, fitted jointly)")
     p.add_argument("--lambda", dest="lam", type=float, default=None,
                    help="MEMIT's λ weight of C (default: the number of keys)")
     p.add_argument("--seed", type=int, default=7, help="exemplar world")
@@ -41,11 +52,31 @@ def add_parser(sub) -> None:
     p.add_argument("--heldout-styles", default=None, help="comma-separated (default: all)")
     p.add_argument("--probe-images", type=int, default=1000, help="images for the second moment")
     p.add_argument("--probe-seed", type=int, default=0)
+    p.add_argument("--world-seed", type=int, default=3000,
+                   help="unseen world for the whole-world check (default 3000)")
+    p.add_argument("--world-images", type=int, default=500,
+                   help="images of that world, clean and restyled (0: skip the check)")
+    p.add_argument("--min-cover", type=float, default=0.5,
+                   help="keys: output cells the concept covers by at least this share (0-1]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="folder for weights.safetensors and edit.json")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=main)
+
+
+def _rank(text: str) -> int:
+    """'auto' -> 0 (chosen by held-out gain), else a rank >= 1."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        r = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a rank: give 1, 2, ... or "
+                                         "auto") from None
+    if r < 1:
+        raise argparse.ArgumentTypeError(f"{r}: give a rank of at least 1, or auto")
+    return r
 
 
 def _config(args, **over):
@@ -62,7 +93,8 @@ def _config(args, **over):
         heldout=args.heldout,
         heldout_styles=[s for s in (args.heldout_styles or "").split(",") if s] or None,
         probe_seed=args.probe_seed, probe_images=args.probe_images, baseline=args.baseline,
-        finetune_steps=args.finetune_steps, device=args.device)
+        finetune_steps=args.finetune_steps, device=args.device, world_seed=args.world_seed,
+        world_images=args.world_images, min_cover=args.min_cover, clean_budget=args.clean_budget)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -73,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
         from dissect.editing.memit import memit_from_file
-        result = memit_from_file(args.edits, _config(args), lam=args.lam, progress=log)
+        result = memit_from_file(args.edits, _config(args), lam=args.lam, progress=log,
+                                 method=args.method)
     else:
         if not args.concept or not args.style:
             raise RewriteError("give --concept and --style (e.g. --concept sea --style snow), "
@@ -91,6 +124,25 @@ def main(args: argparse.Namespace) -> int:
     f = result["figures"]
     print(f"{result['rule']} written into {result.get('weight', result.get('layers'))}; "
           f"clean accuracy {f['clean_acc_before']:.1%} -> {f['clean_acc_after']:.1%}")
+    m = result.get("measures") or {}
+    if "protocol" in m:
+        p = m["protocol"]
+        print(f"  protocol (Santurkar et al.): {p['corrected']:.0%} of errors corrected "
+              f"({p['errors_before']} -> {p['errors_after']} on {p['images']} held-out images "
+              "that show the concept and that the clean model gets right)")
+    if "world" in m:
+        w = m["world"]
+        print(f"  whole unseen world {w['world_seed']} ({w['world_images']} images): "
+              f"{w['style_errors_corrected']:.0%} of the style-caused errors corrected; restyled "
+              f"{w['restyled']['acc_before']:.1%} -> {w['restyled']['acc_after']:.1%} "
+              f"({w['restyled']['corrected']} corrected, {w['restyled']['broken']} broken), clean "
+              f"{w['clean']['acc_before']:.1%} -> {w['clean']['acc_after']:.1%} "
+              f"({w['clean']['corrected']} corrected, {w['clean']['broken']} broken)")
+    if result.get("rank_choice"):
+        c = result["rank_choice"]
+        print(f"  rank {c['rank']} chosen on validation world {c['validation_world']}: "
+              + ", ".join(f"rank {r['rank']} {r['restyled_gain']:+.1%} restyled / "
+                          f"{0.0 - r['clean_lost']:+.1%} clean" for r in c["candidates"]))
     if "heldout" in result:
         for method in ("rewrite", "finetune"):
             s = summary(result, method)

@@ -54,16 +54,20 @@ def scenes_with(concept: str) -> list[str]:
 
 
 def exemplars(concept: str, style: str, n: int, seed: int = 7, scene: str | None = None,
-              search: int = 400, index: Sequence[int] | None = None) -> Pairs:
+              search: int | None = None, index: Sequence[int] | None = None) -> Pairs:
     """`n` images of world `seed` of class `scene` (default: the first class that contains the
-    concept) where the concept covers ≥ MIN_AREA; or exactly the images `index`."""
+    concept; "any": every class) where the concept covers ≥ MIN_AREA; or exactly the images
+    `index`."""
     cid = concept_check(concept)
     check_style(style)
     if n < 1:
         raise RewriteError(f"--exemplars {n}: give at least 1 exemplar")
     scene = scene or (scenes_with(concept) or [None])[0]
+    if scene == "any":
+        scene = None
     if scene is not None and scene not in SCENE_NAMES:
         raise RewriteError(f"unknown class '{scene}': choose one of {', '.join(SCENE_NAMES)}")
+    search = search or max(400, 60 * n)
     picked, samples = [], []
     for i in (index if index is not None else range(search)):
         s = render(seed, int(i))

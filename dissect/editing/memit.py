@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from dissect.errors import RewriteError
-from dissect.editing.rewrite import apply_delta, edit_target, keys_values, memit_update
+from dissect.editing.rewrite import (apply_delta, edit_target, keys_values, memit_update,
+                             rank_one_update)
 from dissect.editing.evaluation import clean_accuracy, corrected, exemplars, heldout, predict
 from dissect.toyworld.styles import STYLES
 from dissect.toyworld.world import OBJECTS, SCENE_NAMES
@@ -65,9 +66,9 @@ def read_edits(path: str) -> list[dict]:
         if rule["style"] not in STYLES:
             raise RewriteError(f"{where}: field 'style': unknown style '{rule['style']}' "
                                f"(choose from {', '.join(STYLES)})")
-        if "class" in rule and rule["class"] not in SCENE_NAMES:
+        if "class" in rule and rule["class"] not in SCENE_NAMES + ["any"]:
             raise RewriteError(f"{where}: field 'class': unknown class '{rule['class']}' "
-                               f"(choose from {', '.join(SCENE_NAMES)})")
+                               f"(choose from {', '.join(SCENE_NAMES)}, or any)")
         if rule.get("exemplars", 3) < 1:
             raise RewriteError(f"{where}: field 'exemplars' must be at least 1")
         rules.append(rule)
@@ -76,26 +77,50 @@ def read_edits(path: str) -> list[dict]:
     return rules
 
 
-def _apply(lm, layers, data, moments, lam):
-    """A deep copy of lm with the rules in `data` spread over `layers`."""
+def ranked_update(W: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                  C: torch.Tensor, rank: int = 1) -> torch.Tensor:
+    """ΔW = Λ Dᵀ with one direction per rule (its ROME direction D_j ∝ C⁻¹k*_j, the top
+    whitened direction of its keys) and Λ the joint least-squares fit of every rule's values:
+    rank ≤ `rank` × the number of rules, and any key with Dᵀk = 0 is left unchanged."""
+    D = torch.cat([rank_one_update(W, k, v, C, rank=rank).directions
+                   for k, v in zip(keys, values)], 1).double()
+    K, V = torch.cat(keys, 1).double().cpu(), torch.cat(values, 1).double().cpu()
+    R = V - W.double().cpu() @ K
+    P = D.T @ K
+    return (R @ P.T @ torch.linalg.pinv(P @ P.T) @ D.T).float()
+
+
+def _apply(lm, layers, data, moments, lam, lam_scale=1.0, method="memit", rank=1):
+    """A deep copy of lm with the rules in `data` spread over `layers` (method "memit": λC +
+    KKᵀ; "ranked": one ROME direction per rule, fitted jointly, at the first layer only)."""
     out = copy.deepcopy(lm)
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(layers if method == "memit" else layers[:1]):
         target = edit_target(out.model, layer)
         K, V = [], []
         for ex, style in data:
             k, v = keys_values(out, target, ex.styled[style], ex.clean, ex.masks)
             K.append(k)
             V.append(v)
-        K, V = torch.cat(K, 1), torch.cat(V, 1)
         W = target.flat_weight().float()
+        if method == "ranked":
+            apply_delta(target, ranked_update(W, K, V, moments[layer], rank))
+            continue
+        K, V = torch.cat(K, 1), torch.cat(V, 1)
         R = ((V - W @ K) / (len(layers) - i)).cpu()
-        lam_i = float(K.shape[1]) if lam is None else lam
+        lam_i = lam_scale * float(K.shape[1]) if lam is None else lam
         apply_delta(target, memit_update(W, K, R, moments[layer], lam_i))
     return out
 
 
 def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
-          progress: Callable[[str], None] | None = None, lm=None) -> dict:
+          progress: Callable[[str], None] | None = None, lm=None, lam_scale: float = 1.0,
+          method: str = "memit", rank: int = 1) -> dict:
+    """Write `rules` over `layers`; λ = `lam`, or `lam_scale` × the number of keys.
+    method "ranked": `rank` ROME directions per rule at layers[0] (see ranked_update)."""
+    if method not in ("memit", "ranked"):
+        raise RewriteError(f"unknown method '{method}': memit or ranked")
+    if method == "ranked":
+        layers = layers[:1]
     from dissect.editing.rule import cached_moment, load
     lm = lm or load(cfg)
     for layer in layers:
@@ -118,7 +143,7 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
     for n in range(1, len(rules) + 1):
         if progress:
             progress(f"MEMIT: {n} rule(s) over {', '.join(layers)}")
-        ed = _apply(lm, layers, data[:n], moments, lam)
+        ed = _apply(lm, layers, data[:n], moments, lam, lam_scale, method, rank)
         per = []
         for r, (h, p_clean, p_before) in zip(rules, held):
             ok = p_clean == h.scenes
@@ -134,17 +159,23 @@ def memit(cfg, rules: list[dict], layers: list[str], lam: float | None = None,
         curve.append({"rules": n, "clean_acc": acc, "per_rule": per,
                       "corrected_mean": float(np.mean(applied)) if applied else float("nan")})
         final = ed
-    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam},
+    return {"config": {**cfg.__dict__, "layers": layers, "lambda": lam,
+                       "lambda_scale": lam_scale, "method": method, "rank": rank},
             "rule": "; ".join(f"{r['concept']} drawn as {r['style']} -> {r['concept']}" for r in rules),
-            "rules": rules, "layer": ",".join(layers), "layers": layers, "rank": None,
+            "rules": rules, "layer": ",".join(layers), "layers": layers,
+            "rank": rank if method == "ranked" else None,
             "figures": {"clean_acc_before": acc0, "clean_acc_after": curve[-1]["clean_acc"]},
             "curve": curve, "model": final}
 
 
-def memit_from_file(path: str, cfg, lam: float | None = None, progress=None) -> dict:
+def memit_from_file(path: str, cfg, lam: float | None = None, progress=None,
+                    method: str = "memit") -> dict:
     rules = read_edits(path)
     layers = [l.strip() for l in cfg.layer.split(",") if l.strip()]
-    return memit(cfg, rules, layers, lam=lam, progress=progress)
+    if method == "ranked" and cfg.rank < 1:
+        raise RewriteError("--method ranked takes a fixed --rank (1, 2, ...), not auto")
+    return memit(cfg, rules, layers, lam=lam, progress=progress, method=method,
+                 rank=max(1, cfg.rank))
 
 
-__all__ = ["read_edits", "memit", "memit_from_file"]
+__all__ = ["read_edits", "memit", "memit_from_file", "ranked_update"]

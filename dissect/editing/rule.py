@@ -7,7 +7,10 @@
 The second moment C of the layer's keys over the probe set is cached under
 $DISSECT_CACHE/rewrite/ (keyed by the model's weights, the layer and the probe), so a second
 rewrite of the same layer skips that pass. Held-out figures follow Santurkar et al.: % of
-errors corrected on new restyled scenes that the clean model gets right (dissect.editing.evaluation).
+errors corrected on new restyled scenes that the clean model gets right (dissect.editing.evaluation);
+beside them, result["measures"]["world"] is the net effect on every image of an unseen world,
+clean and restyled, as `ablate --set toyworld:N --restyle C:S --seed W` measures
+(dissect.editing.world). `rank=0` chooses the rank on a validation world (choose_rank).
 """
 from __future__ import annotations
 
@@ -53,6 +56,12 @@ class RewriteConfig:
     finetune_steps: int = 400
     finetune_lr: float = 1e-3
     device: str = "cpu"
+    world_seed: int = 3000                 # unseen world for the whole-world check
+    world_images: int = 500                # 0: no whole-world check
+    min_cover: float = 0.5                 # keys: cells the concept covers by at least this
+    val_seed: int = 3001                   # rank 0 (auto): validation world for the choice
+    val_images: int = 300
+    clean_budget: float = 0.005            # rank 0: most clean accuracy a rank may lose there
 
 
 def _log(progress, text):
@@ -115,8 +124,14 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
     """Run one rewrite (and the fine-tuning baseline when asked); returns the figures and the
     edited model (key "model": a LoadedModel copy; the original is untouched)."""
     check_style(cfg.style)
-    if cfg.rank < 1:
-        raise RewriteError(f"--rank {cfg.rank}: give a rank of at least 1")
+    if cfg.rank < 0:
+        raise RewriteError(f"--rank {cfg.rank}: give a rank of at least 1, or auto")
+    if not 0 < cfg.min_cover <= 1:
+        raise RewriteError(f"--min-cover {cfg.min_cover}: give a share of a cell in (0, 1], "
+                           "e.g. 0.5 (cells half covered by the concept)")
+    if cfg.world_images < 0:
+        raise RewriteError(f"--world-images {cfg.world_images}: give a number of images, or 0 "
+                           "to skip the whole-world check")
     if cfg.baseline not in (None, "", "finetune"):
         raise RewriteError(f"unknown --baseline '{cfg.baseline}': the only baseline is finetune")
     lm = lm or load(cfg)
@@ -130,8 +145,13 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
     ex = exemplars(cfg.concept, cfg.style, cfg.exemplars, seed=cfg.seed,
                    scene=cfg.exemplar_class, index=cfg.exemplar_index)
     mom, cached = cached_moment(lm, target, cfg.probe_seed, cfg.probe_images, progress=progress)
-    keys, values = keys_values(lm, target, ex.styled[cfg.style], ex.clean, ex.masks)
-    upd = rank_one_update(target.flat_weight(), keys, values, mom.matrix(), rank=cfg.rank)
+    keys, values = keys_values(lm, target, ex.styled[cfg.style], ex.clean, ex.masks,
+                               min_cover=cfg.min_cover)
+    choice = None
+    if cfg.rank == 0:
+        choice = choose_rank(lm, target, keys, values, mom.matrix(), cfg, progress)
+    rank = choice["rank"] if choice else cfg.rank
+    upd = rank_one_update(target.flat_weight(), keys, values, mom.matrix(), rank=rank)
     _log(progress, f"held-out scenes: {cfg.heldout} images of world {cfg.heldout_seed}")
     held = heldout(cfg.concept, styles, seed=cfg.heldout_seed, n=cfg.heldout)
     x_clean, y_clean = clean_accuracy(lm, cfg.heldout_seed + 1, cfg.heldout)
@@ -160,12 +180,64 @@ def rewrite(cfg: RewriteConfig, progress: Callable[[str], None] | None = None,
                "heldout_images": len(held.index), "clean_images": int(len(y_clean))}
     if "finetune" in accs:
         figures["finetune_clean_acc_after"] = accs["finetune"]
+    world = None
+    if cfg.world_images:
+        from dissect.editing.world import world_effect
+        world = world_effect(lm, edited_lm, cfg.concept, cfg.style, cfg.world_images,
+                             cfg.world_seed, progress=progress)
+    measures = side_by_side(table, cfg, world)
     return {"config": asdict(cfg), "rule": f"{cfg.concept} drawn as {cfg.style} -> {cfg.concept}",
-            "layer": cfg.layer, "weight": target.weight_name, "rank": cfg.rank,
+            "measures": measures,
+            "layer": cfg.layer, "weight": target.weight_name, "rank": rank,
+            "rank_choice": choice,
             "exemplar_images": ex.index, "exemplar_world": cfg.seed,
             "exemplar_class": SCENE_NAMES[ex_scene], "styles": styles,
             "figures": figures, "heldout": table.to_dict("records"), "model": edited_lm,
             "delta": upd.delta}
+
+
+AUTO_RANKS = (1, 2, 4, 8)
+
+
+def choose_rank(lm, target, keys, values, C, cfg: RewriteConfig, progress=None) -> dict:
+    """Rank by held-out gain: of AUTO_RANKS, the one that wins back the most restyled accuracy
+    on validation world `cfg.val_seed` (never the world reported) while losing at most
+    `cfg.clean_budget` of its clean accuracy; rank 1 when none keeps to the budget."""
+    from dissect.editing.world import world_before, world_effect
+    _log(progress, f"choosing the rank on validation world {cfg.val_seed} "
+                   f"({cfg.val_images} images, clean and restyled)")
+    before = world_before(lm, cfg.concept, cfg.style, cfg.val_images, cfg.val_seed)
+    rows = []
+    for r in AUTO_RANKS:
+        upd = rank_one_update(target.flat_weight(), keys, values, C, rank=r)
+        with edited(lm.model, target, upd.delta):
+            w = world_effect(lm, lm, cfg.concept, cfg.style, cfg.val_images, cfg.val_seed,
+                             before=before)
+        gain = w["restyled"]["acc_after"] - w["restyled"]["acc_before"]
+        rows.append({"rank": r, "restyled_gain": gain, "clean_lost": w["clean_acc_lost"]})
+    ok = [row for row in rows if row["clean_lost"] <= cfg.clean_budget + 1e-9]
+    best = max(ok, key=lambda row: (row["restyled_gain"], -row["rank"])) if ok else rows[0]
+    return {"rank": best["rank"], "validation_world": cfg.val_seed,
+            "validation_images": cfg.val_images, "clean_budget": cfg.clean_budget,
+            "candidates": rows}
+
+
+def side_by_side(table, cfg: RewriteConfig, world: dict | None) -> dict:
+    """The protocol figure (Santurkar et al.) beside the whole-world net effect."""
+    row = table[(table["method"] == "rewrite") & (table["styles"] == "exemplar style")
+                & (table["classes"] == "all")].iloc[0]
+    out = {"protocol": {
+        "what": (f"held-out images 0..{cfg.heldout - 1} of world {cfg.heldout_seed} that show "
+                 f"{cfg.concept} and that the clean model gets right, {cfg.concept} drawn as "
+                 f"{cfg.style}: % of errors corrected (Santurkar et al. 2021)"),
+        "images": int(row["n"]), "errors_before": int(row["errors_before"]),
+        "errors_after": int(row["errors_after"]), "corrected": float(row["corrected"])}}
+    if world is not None:
+        out["world"] = {"what": (f"every image of unseen world {world['world_seed']} "
+                                 f"({world['world_images']}), clean and with {cfg.concept} drawn "
+                                 f"as {cfg.style}: share of the style-caused errors corrected, as "
+                                 "ablate --set --restyle measures"), **world}
+    return out
 
 
 def summary(result: dict, method: str = "rewrite") -> dict:
