@@ -13,7 +13,8 @@ import os
 import sys
 
 COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
-            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio"]
+            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio",
+            "features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

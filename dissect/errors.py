@@ -26,5 +26,9 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
-USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
+class FeatureError(ValueError):
+    """A bad dictionary-features request (K, topk, method, layer, cache); names the fix."""
+
+
+USER_ERRORS = (FeatureError, AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
                TraceError, RewriteError)

@@ -1,0 +1,33 @@
+"""The comparison figures of a layer of units or features (README table, Compare page, --json).
+
+    layer_summary(open_run("runs/toy"), "conv6@sae512")
+    # {"unique_concepts": 9, "interpretable": 41, "median_iou": 0.12, "significant": 30, ...}
+
+- unique_concepts: distinct labels among rows with held-out IoU >= 0.1 (`iou_heldout`);
+- interpretable: rows whose `interpretable` column is true (IoU >= the run's threshold);
+- median_iou: median IoU of the interpretable rows (NaN when there are none);
+- significant: rows with `significant` true (None without --null).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+HELDOUT_IOU = 0.1
+
+
+def layer_summary(run, layer: str) -> dict:
+    """Counts for one layer of `run` (a dissect.runs.Run)."""
+    df = run.units(layer)
+    held = df["iou_heldout"].astype(float) if "iou_heldout" in df else df["iou"].astype(float)
+    labelled = df.loc[held >= HELDOUT_IOU, "label"].astype(str)
+    interp = df["interpretable"].astype(str).str.lower().isin(["true", "1"]) \
+        if "interpretable" in df else df["iou"].astype(float) >= 0.04
+    ious = df.loc[interp, "iou"].astype(float)
+    sig = None
+    if "significant" in df:
+        sig = int(df["significant"].astype(str).str.lower().isin(["true", "1"]).sum())
+    return {"layer": layer, "rows": int(len(df)),
+            "unique_concepts": int(labelled[labelled != ""].nunique()),
+            "interpretable": int(interp.sum()),
+            "median_iou": round(float(np.median(ious)), 4) if len(ious) else float("nan"),
+            "significant": sig}
