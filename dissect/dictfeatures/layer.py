@@ -201,13 +201,9 @@ def features_layer(run_path: str | os.PathLike, layer: str, method: str = "sae",
 
 def _build(run, acts, layer, name, method, k, topk, seed, images, device, null, overwrite,
            keep_acts, progress, steps) -> dict:
-    from dissect.dissection import DissectConfig, _concept_tables, _phase2, _record
-    from dissect.results import write_results
+    from dissect.dissection import DissectConfig
     from dissect.splits import heldout_halves
-    from dissect.trust import PerImageStats
     t_start = time.perf_counter()
-    staging = run.path / STAGING / name
-    shutil.rmtree(staging, ignore_errors=True)          # a killed attempt restarts cleanly
     known = {f.name for f in fields(DissectConfig)}
     cfg = DissectConfig(**{key: v for key, v in run.config.items() if key in known})
     cfg = replace(cfg, layers=[name], device=device, cache="ram", keep_acts=keep_acts,
@@ -225,6 +221,46 @@ def _build(run, acts, layer, name, method, k, topk, seed, images, device, null, 
     basis = min(fits, key=lambda b: _heldout_mse(b, Xv)) if method == "sae" else fits[0]
     t_fit = time.perf_counter() - t_start
 
+    info = {"method": method, "k": k, "topk": topk, "seed": seed, "basis_of": layer,
+            "channels": c_of(acts), "images": int(len(rows)), "fit_positions": int(len(X)),
+            "stability": round(float(stab.mean()), 4),
+            "stable_share": round(float((stab >= 0.9).mean()), 4),
+            "fit_seconds": round(t_fit, 3)}
+    info = _dissect_basis(run, acts, name, basis, cfg, measure, info, overwrite, progress)
+    info["seconds"] = round(time.perf_counter() - t_start, 3)
+    _record_in_run(run.path, name, info)
+    return {**info, "layer": name, "path": str(run.path / "layers" / name)}
+
+
+def dissect_basis(run_path: str | os.PathLike, layer: str, basis: Basis, name: str,
+                  overwrite: bool = False, progress: bool = False) -> Path:
+    """Dissect the features of a given `basis` of `layer` into RUN/layers/`name` (for example
+    the identity basis, which dissects the kept activations as units)."""
+    from dissect.dissection import DissectConfig
+    from dissect.lock import run_lock
+    from dissect.splits import heldout_halves
+    run = open_run(run_path)
+    acts = _check_request(run, layer, basis.method, basis.k, None)
+    known = {f.name for f in fields(DissectConfig)}
+    cfg = DissectConfig(**{key: v for key, v in run.config.items() if key in known})
+    cfg = replace(cfg, layers=[name], cache="ram")
+    _, measure = heldout_halves(run.images, cfg.seed, cfg.heldout)
+    with run_lock(run.path):
+        info = _dissect_basis(run, acts, name, basis, cfg, measure,
+                              {"method": basis.method, "k": basis.k, "topk": basis.topk,
+                               "seed": 0, "basis_of": layer}, overwrite, progress)
+        _record_in_run(run.path, name, info)
+    return run.path / "layers" / name
+
+
+def _dissect_basis(run, acts, name, basis, cfg, measure, info, overwrite, progress) -> dict:
+    """Codes through the engine into a staged layer folder, installed when complete."""
+    from dissect.dissection import _concept_tables, _phase2, _record
+    from dissect.results import write_results
+    from dissect.trust import PerImageStats
+    staging = run.path / STAGING / name
+    shutil.rmtree(staging, ignore_errors=True)          # a killed attempt restarts cleanly
+    device, k = cfg.device, basis.k
     probe = run.probe()
     concepts, cats, lut, cc = _concept_tables(probe)
     view = CodeView(acts, basis, device)
@@ -246,18 +282,12 @@ def _build(run, acts, layer, name, method, k, topk, seed, images, device, null, 
     _phase2(cfg, probe, {name: L}, thresholds, lut, cc, len(cats), writer, 0, None, progress)
     write_results(writer, cfg, probe, concepts, cats, cc, {name: L}, thresholds)
     folder = staging / "layers" / name
-    info = {"method": method, "k": k, "topk": topk, "seed": seed, "basis_of": layer,
-            "channels": c_of(acts), "images": int(len(rows)), "fit_positions": int(len(X)),
-            **q.figures(), "stability": round(float(stab.mean()), 4),
-            "stable_share": round(float((stab >= 0.9).mean()), 4),
-            "fit_seconds": round(t_fit, 3),
-            "seconds": round(time.perf_counter() - t_start, 3)}
+    info = {**info, **q.figures()}
     basis.info = info
     basis.save(folder)
     _install(run, folder, name, overwrite)
     shutil.rmtree(staging.parent, ignore_errors=True)
-    _record_in_run(run.path, name, info)
-    return {**info, "layer": name, "path": str(run.path / "layers" / name)}
+    return info
 
 
 def c_of(acts: np.ndarray) -> int:
@@ -284,7 +314,7 @@ def _record_in_run(path: Path, name: str, info: dict) -> None:
     """run.json: features[name] = what it is a basis of and its figures; counts.units[name]."""
     doc = read_info(path)
     feats = dict(doc.get("features") or {})
-    feats[name] = {key: info[key] for key in ("basis_of", "method", "k", "topk", "seed",
+    feats[name] = {key: info.get(key) for key in ("basis_of", "method", "k", "topk", "seed",
                                               "r2", "l0", "dead", "stability")}
     doc["features"] = feats
     doc.setdefault("counts", {}).setdefault("units", {})[name] = info["k"]
