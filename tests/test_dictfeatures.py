@@ -64,7 +64,19 @@ def masks(host) -> dict[str, np.ndarray]:
 def plant(host: Path, dest: Path, acts: np.ndarray) -> Path:
     """A copy of `host` whose conv1 acts are `acts` [N, C, GRID, GRID]."""
     shutil.copytree(host, dest)
-    np.save(dest / "layers" / "conv1" / "acts.npy", acts.astype(np.float16))
+    layer = dest / "layers" / "conv1"
+    np.save(layer / "acts.npy", acts.astype(np.float16))
+    c = acts.shape[1]                   # dissect the planted channels as conv1's units: the
+    ident = dissect_basis(dest, "conv1", Basis("pca", torch.eye(c), torch.zeros(c)),
+                          f"conv1@pca{c}")        # identity basis, through the same engine
+    for f in ident.iterdir():
+        if f.name not in ("acts.npy", "basis.json", "basis.safetensors"):
+            f.replace(layer / f.name)
+    shutil.rmtree(ident)
+    info = json.loads((dest / "run.json").read_text())
+    del info["features"]
+    info["counts"]["units"] = {"conv1": c}
+    (dest / "run.json").write_text(json.dumps(info))
     return dest
 
 
@@ -73,24 +85,33 @@ def labels_at(run: Path, layer: str, cut: float = 0.1) -> set[str]:
     return set(df.loc[df["iou_heldout"].astype(float) >= cut, "label"].astype(str))
 
 
-def test_mixed_basis_nmf_recovers_mixing_and_labels(host, masks, tmp_path):
-    concepts = ["red", "orange", "green", "blue", "purple", "white"]
-    c = len(concepts)
+MIXED = ["red", "orange", "green", "blue", "purple", "white"]
+
+
+@pytest.fixture(scope="module")
+def mixed(host, masks, tmp_path_factory):
+    """(run, mixing matrix, features_layer output): a planted mixed layer and its NMF layer."""
+    c = len(MIXED)
     rng = np.random.default_rng(0)
     M = np.zeros((c, c))
     for i in range(c):                      # each concept on half the channels
         M[i, rng.choice(c, c // 2, replace=False)] = rng.uniform(0.5, 1.5, c // 2)
-    S = np.stack([masks[n] for n in concepts], 1)                       # [N, c, g, g]
+    S = np.stack([masks[n] for n in MIXED], 1)                          # [N, c, g, g]
     acts = np.einsum("nchw,cd->ndhw", S, M) + 0.01 * rng.random((N_IMAGES, c, GRID, GRID))
-    run = plant(host, tmp_path / "mixed", acts)
+    run = plant(host, tmp_path_factory.mktemp("mixed") / "runs" / "mixed", acts)
     out = features_layer(run, "conv1", "nmf", k=c, progress=False)
+    return run, M, out
+
+
+def test_mixed_basis_nmf_recovers_mixing_and_labels(mixed):
+    run, M, out = mixed
+    c = len(MIXED)
     dec = Basis.load(out["path"]).decoder.numpy()
     cos = match_cosines(M, dec)
     assert (cos >= 0.85).sum() >= c - 1, cos
-    found = labels_at(run, out["layer"]) & set(concepts)
+    found = labels_at(run, out["layer"]) & set(MIXED)
     assert len(found) >= c - 1, found
-    units = dissect_basis(run, "conv1", Basis("pca", torch.eye(c), torch.zeros(c)), "conv1@pca6")
-    unit_found = labels_at(run, units.name) & set(concepts)
+    unit_found = labels_at(run, "conv1") & set(MIXED)
     assert len(unit_found) < len(found), (unit_found, found)
 
 
@@ -110,7 +131,106 @@ def test_superposition_sae_recovers_directions(host, masks, tmp_path):
     assert (best >= 0.9).sum() >= 12, np.round(best, 2)
     found = labels_at(run, out["layer"]) & set(names)
     assert len(found) >= 11, found
-    units = dissect_basis(run, "conv1", Basis("pca", torch.eye(8), torch.zeros(8)), "conv1@pca8")
-    assert len(labels_at(run, units.name) & set(names)) < len(found)
+    assert len(labels_at(run, "conv1") & set(names)) < len(found)
     info = json.loads((Path(out["path"]) / "basis.json").read_text())
     assert info["r2"] > 0.9 and info["l0"] <= 2 and {"dead", "stability"} <= set(info)
+
+
+def test_feature_layer_reads_like_a_layer_of_units(mixed, tmp_path):
+    run, _M, out = mixed
+    r = open_run(run)
+    name = out["layer"]
+    assert r.layers.index(name) == r.layers.index("conv1") + 1
+    assert r.info["features"][name]["basis_of"] == "conv1"
+    units = r.units(name)
+    assert len(units) == 6 and {"iou_heldout", "threshold", "interpretable"} <= set(units)
+    assert r.iou(name).shape == (6, len(r.concepts))
+    top = r.topk(name)
+    assert top["maps"].shape[:2] == (6, r.config["topk"]) and top["maps"].shape[2:] == (GRID, GRID)
+    assert r.imgmax(name).shape == (N_IMAGES, 6)
+    assert r.acts(name).shape == (N_IMAGES, 6, GRID, GRID)
+    assert not (run / ".staging").exists()
+    for fmt in ("netdissect", "json", "csv"):
+        assert main(["export", str(run), "--format", fmt, "--layer", name,
+                     "--out", str(tmp_path / f"x.{fmt}")]) == 0
+    assert main(["explain", str(run), "--layer", name, "--length", "2", "--quiet"]) == 0
+
+
+def test_null_gives_trust_columns(mixed):
+    run, _M, _out = mixed
+    out = features_layer(run, "conv1", "pca", k=4, null=3, progress=False, keep_acts=False)
+    units = open_run(run).units(out["layer"])
+    assert {"p_value", "q_value", "significant", "iou_lo", "iou_hi"} <= set(units)
+
+
+def test_pages_show_feature_layers(mixed, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    run, _M, out = mixed
+    monkeypatch.setenv("DISSECT_RUNS", str(run.parent))
+    repo = Path(__file__).resolve().parent.parent
+    for page in ("pages/overview.py", "pages/unit_browser.py", "pages/unit_detail.py"):
+        at = AppTest.from_file(str(repo / "app.py"), default_timeout=90)
+        at.query_params.update({"run": run.name, "layer": out["layer"], "unit": "0"})
+        at.run()
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        radio = at.sidebar.radio(key="_pick_layer")
+        assert radio.value == out["layer"]
+        assert "features of conv1 (NMF, 6)" in [radio.format_func(o) for o in radio.options]
+
+
+def _error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_input_one_line_nothing_half_written(mixed, host, tmp_path, capsys, monkeypatch):
+    run, _M, out = mixed
+    base = ["features", str(run), "--layer", "conv1", "--quiet"]
+    assert "at least 1 feature" in _error(capsys, base + ["--k", "0"])
+    assert "--topk 5 is larger than --k 4" in _error(capsys, base + ["--k", "4", "--topk", "5"])
+    assert "no layer 'nope'" in _error(capsys, ["features", str(run), "--layer", "nope"])
+    assert "--overwrite" in _error(capsys, base + ["--method", "nmf", "--k", "6"])
+    assert "unknown --method" in _error(capsys, base + ["--method", "ica"])
+    nocache = tmp_path / "nocache"
+    shutil.copytree(host, nocache)
+    (nocache / "layers" / "conv1" / "acts.npy").unlink()
+    assert "without --no-acts" in _error(capsys, ["features", str(nocache), "--layer", "conv1"])
+    signed = plant(host, tmp_path / "signed",
+                   np.random.default_rng(0).normal(size=(N_IMAGES, 4, GRID, GRID)))
+    assert "post-ReLU" in _error(capsys, ["features", str(signed), "--layer", "conv1",
+                                          "--method", "nmf", "--k", "3"])
+    assert sorted(p.name for p in (signed / "layers").iterdir()) == ["conv1"]
+    # killed while writing: no layer folder, run.json untouched; the same command then works
+    import dissect.results
+    before = (signed / "run.json").read_text()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(dissect.results, "write_results", killed)
+    assert main(["features", str(signed), "--layer", "conv1", "--method", "pca", "--k", "2",
+                 "--quiet"]) == 130
+    assert sorted(p.name for p in (signed / "layers").iterdir()) == ["conv1"]
+    assert (signed / "run.json").read_text() == before
+    monkeypatch.undo()
+    assert main(["features", str(signed), "--layer", "conv1", "--method", "pca", "--k", "2",
+                 "--quiet"]) == 0
+    assert (signed / "layers" / "conv1@pca2" / "units.csv").exists()
+    assert not (signed / ".staging").exists()
+
+
+def test_ablate_command_edits_features(mixed, capsys):
+    run, _M, out = mixed
+    from dissect.dictfeatures.ablate import feature_intervention
+    iv = feature_intervention(open_run(run), out["layer"], [1])
+    a = torch.rand(2, 6, 4, 4) + 0.5
+    z = iv.basis.encode_maps(a)
+    edited = iv.apply(a)
+    expect = a - z[:, 1:2] * iv.basis.decoder[1].view(1, -1, 1, 1)
+    assert torch.allclose(edited, expect, atol=1e-5)
+    assert torch.equal(feature_intervention(open_run(run), out["layer"], []).apply(a), a)
+    assert "out of range" in _error(capsys, ["ablate", "--run", str(run), "--layer", out["layer"],
+                                             "--units", "6", "--set", "toyworld:4"])

@@ -44,6 +44,13 @@ def parse_feature_layer(name: str) -> tuple[str, str, int] | None:
     return (m["base"], m["method"], int(m["k"])) if m else None
 
 
+def layer_label(name: str) -> str:
+    """What a layer picker shows: `conv6` -> "conv6"; `conv6@sae512` -> "features of conv6
+    (SAE, 512)"."""
+    parsed = parse_feature_layer(name)
+    return f"features of {parsed[0]} ({parsed[1].upper()}, {parsed[2]})" if parsed else name
+
+
 def default_k(method: str, channels: int) -> int:
     """K when --k is not given: 4x the channels for an SAE, the channels for PCA, 32 for NMF."""
     return {"sae": 4 * channels, "pca": channels, "nmf": min(32, channels)}[method]
