@@ -234,3 +234,19 @@ def test_ablate_command_edits_features(mixed, capsys):
     assert torch.equal(feature_intervention(open_run(run), out["layer"], []).apply(a), a)
     assert "out of range" in _error(capsys, ["ablate", "--run", str(run), "--layer", out["layer"],
                                              "--units", "6", "--set", "toyworld:4"])
+
+
+def test_direction_from_a_feature(mixed, tmp_path, capsys):
+    from dissect.directions import load_direction
+    run, _M, out = mixed
+    dest = tmp_path / "dir"
+    assert main(["direction", "--feature", str(run), out["layer"], "2", "--out", str(dest),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    d = load_direction(dest)
+    row = Basis.load(out["path"]).decoder[2]
+    assert torch.allclose(d.vector, row / row.norm()) and d.layer == "conv1"
+    assert doc["feature_layer"] == out["layer"] and doc["feature"] == 2 and d.sigma > 0
+    assert "out of range" in _error(capsys, ["direction", "--feature", str(run), out["layer"],
+                                             "9", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
