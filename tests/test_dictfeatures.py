@@ -178,6 +178,18 @@ def test_pages_show_feature_layers(mixed, monkeypatch):
         radio = at.sidebar.radio(key="_pick_layer")
         assert radio.value == out["layer"]
         assert "features of conv1 (NMF, 6)" in [radio.format_func(o) for o in radio.options]
+        if page.endswith("unit_detail.py"):
+            heads = [h.value for h in at.subheader]
+            assert "Units that build this feature" in heads, heads
+            links = [pl.proto.label for pl in at.get("page_link")]
+            assert any(l.startswith("unit ") for l in links), links
+    at = AppTest.from_file(str(repo / "app.py"), default_timeout=90)
+    at.query_params.update({"run": run.name, "layer": "conv1", "unit": "0"})
+    at.run()
+    at.switch_page("pages/unit_detail.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Features that use this unit" in [h.value for h in at.subheader]
 
 
 def _error(capsys, argv: list[str]) -> str:
