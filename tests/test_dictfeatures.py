@@ -190,6 +190,10 @@ def test_pages_show_feature_layers(mixed, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Features that use this unit" in [h.value for h in at.subheader]
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Units vs dictionary features" in h.value for h in at.subheader)
 
 
 def _error(capsys, argv: list[str]) -> str:

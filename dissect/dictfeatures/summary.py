@@ -31,3 +31,28 @@ def layer_summary(run, layer: str) -> dict:
             "interpretable": int(interp.sum()),
             "median_iou": round(float(np.median(ious)), 4) if len(ious) else float("nan"),
             "significant": sig}
+
+
+def comparison_table(run) -> "pd.DataFrame":
+    """One row per layer of units that has feature layers, then one per feature layer: the
+    README / Compare page table (empty when the run has no feature layer)."""
+    import json
+
+    import pandas as pd
+
+    from dissect.dictfeatures.layer import parse_feature_layer
+    feats = [l for l in run.layers if parse_feature_layer(l)]
+    rows = []
+    for base in dict.fromkeys(parse_feature_layer(l)[0] for l in feats):
+        if base in run.layers:
+            rows.append({**layer_summary(run, base), "method": "units"})
+        for name in (l for l in feats if parse_feature_layer(l)[0] == base):
+            try:
+                info = json.loads((run.layer_dir(name) / "basis.json").read_text())
+            except (OSError, ValueError):
+                info = {}
+            rows.append({**layer_summary(run, name), "method": parse_feature_layer(name)[1],
+                         **{k: info.get(k) for k in ("r2", "l0", "dead", "stability")}})
+    cols = ["layer", "method", "rows", "unique_concepts", "interpretable", "median_iou",
+            "significant", "r2", "l0", "dead", "stability"]
+    return pd.DataFrame(rows, columns=cols)
