@@ -93,3 +93,22 @@ def test_sun_features_break_beach_on_an_unseen_world(toy_run, model, world):
     for s in before:
         if s not in ("beach", "sky", "all"):
             assert after[s] >= before[s] - 0.1, (s, before[s], after[s])
+
+
+def test_sun_feature_direction_steers(toy_run, tmp_path, capsys):
+    """A sun feature's decoder row, saved as a direction, steers like any direction."""
+    import json
+    from dissect.__main__ import main
+    run = open_run(toy_run)
+    name = next((l for l in run.layers if l.startswith("conv6@sae")), None) or \
+        features_layer(toy_run, "conv6", "sae", k=256, progress=False, keep_acts=False)["layer"]
+    feat = concept_units(run, name, "sun")[0]
+    dest = tmp_path / "sunfeat"
+    assert main(["direction", "--feature", str(toy_run), name, str(feat), "--out",
+                 str(dest)]) == 0
+    capsys.readouterr()
+    assert main(["steer", "--model", "toyworld", "--direction", str(dest), "--alpha", "0,8",
+                 "--set", "toyworld:60", "--seed", str(TEST_SEED), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    beach = next(c for c in doc["classes"] if c["class"] == "beach")["p_mean"]
+    assert beach[1] > beach[0], beach
