@@ -12,7 +12,7 @@ Choices (each checked by tests/test_dictfeatures.py on planted layers where the 
 - pca: principal directions of the centred sample, K of them. Sign convention: each direction
   is flipped so that its codes have non-negative skewness (third moment) over the sample, so
   a feature's rare, large values (what the top quantile threshold picks) are positive.
-- nmf: scikit-learn `NMF(solver="cd", init="custom", max_iter=400)` on at most NMF_ROWS
+- nmf: scikit-learn `NMF(solver="cd", init="custom", max_iter=200, tol=1e-4)` on at most NMF_ROWS
   positions, started from the successive projection algorithm (SPA: K extreme data points, the
   separable-NMF start), one deterministic start, no restarts. Plain NMF is unique only up to
   the cone around the data; SPA starts on the cone's edges, which recovers planted mixing
@@ -38,7 +38,7 @@ import torch
 from dissect.dictfeatures.basis import Basis, METHODS, nnls_codes, topk_relu
 from dissect.errors import FeatureError
 
-NMF_ROWS = 50_000
+NMF_ROWS = 20_000
 RESAMPLE_EVERY = 200
 SAE_STEPS = 1500
 
@@ -125,7 +125,7 @@ def fit_nmf(X: np.ndarray, k: int, seed: int = 0) -> Basis:
     X64 = X.astype(np.float64)
     H0 = X64[_spa(X64, k)] + 1e-6
     W0 = nnls_codes(torch.from_numpy(X64), torch.from_numpy(H0)).numpy() + 1e-6
-    model = NMF(n_components=k, solver="cd", init="custom", max_iter=400, tol=1e-5,
+    model = NMF(n_components=k, solver="cd", init="custom", max_iter=200, tol=1e-4,
                 random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
