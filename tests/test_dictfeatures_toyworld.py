@@ -112,3 +112,18 @@ def test_sun_feature_direction_steers(toy_run, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     beach = next(c for c in doc["classes"] if c["class"] == "beach")["p_mean"]
     assert beach[1] > beach[0], beach
+
+
+def test_ablate_command_on_sun_features(toy_run, capsys):
+    import json
+    from dissect.__main__ import main
+    run = open_run(toy_run)
+    name = next((l for l in run.layers if l.startswith("conv6@sae")), None) or \
+        features_layer(toy_run, "conv6", "sae", k=256, progress=False, keep_acts=False)["layer"]
+    capsys.readouterr()
+    assert main(["ablate", "--run", str(toy_run), "--layer", name, "--concept", "sun",
+                 "--set", "toyworld:120", "--seed", str(TEST_SEED), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    beach = next(c for c in doc["classes"] if c["class"] == "beach")
+    assert beach["acc_after"] <= beach["acc_before"] / 2, beach
+    assert doc["intervention"]["layer"] == "conv6"
