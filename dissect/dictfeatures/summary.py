@@ -6,7 +6,8 @@
 - unique_concepts: distinct labels among rows with held-out IoU >= 0.1 (`iou_heldout`);
 - interpretable: rows whose `interpretable` column is true (IoU >= the run's threshold);
 - median_iou: median IoU of the interpretable rows (NaN when there are none);
-- significant: rows with `significant` true (None without --null).
+- significant: interpretable rows whose `significant` is true (None without --null), as the
+  Compare page counts them.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def layer_summary(run, layer: str) -> dict:
     ious = df.loc[interp, "iou"].astype(float)
     sig = None
     if "significant" in df:
-        sig = int(df["significant"].astype(str).str.lower().isin(["true", "1"]).sum())
+        sig = int((df["significant"].astype(str).str.lower().isin(["true", "1"]) & interp).sum())
     return {"layer": layer, "rows": int(len(df)),
             "unique_concepts": int(labelled[labelled != ""].nunique()),
             "interpretable": int(interp.sum()),
