@@ -204,7 +204,6 @@ def _resample(dead: torch.Tensor, xb, err, D, E, eb, opt, gen) -> None:
 def stability(a: Basis, b: Basis) -> float:
     """Mean cosine between the two dictionaries' decoder rows, matched one-to-one (Hungarian);
     for PCA the sign is ignored."""
-    from scipy.optimize import linear_sum_assignment
     cos = match_cosines(a.decoder.numpy(), b.decoder.numpy(), signed=a.method != "pca")
     return float(cos.mean()) if len(cos) else float("nan")
 
