@@ -11,7 +11,6 @@ the vector was not fitted to separate a concept.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from dissect.dictfeatures.basis import Basis
 from dissect.dictfeatures.layer import parse_feature_layer

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np

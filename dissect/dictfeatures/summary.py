@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 HELDOUT_IOU = 0.1
 
@@ -34,12 +35,10 @@ def layer_summary(run, layer: str) -> dict:
             "significant": sig}
 
 
-def comparison_table(run) -> "pd.DataFrame":
+def comparison_table(run) -> pd.DataFrame:
     """One row per layer of units that has feature layers, then one per feature layer: the
     README / Compare page table (empty when the run has no feature layer)."""
     import json
-
-    import pandas as pd
 
     from dissect.dictfeatures.layer import parse_feature_layer
     feats = [l for l in run.layers if parse_feature_layer(l)]
