@@ -13,7 +13,8 @@ import os
 import sys
 
 COMMANDS = ["run", "layers", "export", "ablate", "toyworld", "default_run", "sweep", "explain",
-            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio", "visualize"]
+            "trace", "rewrite", "direction", "readout", "steer", "tcav", "data", "studio",
+            "visualize", "features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

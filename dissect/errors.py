@@ -64,5 +64,10 @@ class VisualizeError(ValueError):
     """A bad visualisation request (--steps, --size, basis, units); the message names the fix."""
 
 
+class FeatureError(ValueError):
+    """A bad dictionary-features request (K, topk, method, layer, cache); names the fix."""
+
+
 USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
-               LayerError, RunError, FileNotFoundError, TraceError, RewriteError, VisualizeError)
+               LayerError, RunError, FileNotFoundError, TraceError, RewriteError, VisualizeError,
+               FeatureError)

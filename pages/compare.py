@@ -128,4 +128,12 @@ if not changes.empty:
     c2.download_button("Download the label changes (CSV)", changes.to_csv(index=False).encode(),
                        file_name="label_changes.csv", mime="text/csv", key="cmp_changes_csv",
                        icon=":material/download:")
+if ctx.entry is not None:          # units vs dictionary features of the current run
+    from dissect.features.summary import comparison_table
+    table = comparison_table(get_run(str(ctx.entry.path), stamp(ctx.entry.path)))
+    if len(table):
+        st.subheader(f"Units vs dictionary features · {ctx.entry.name}")
+        st.caption("unique concepts at held-out IoU ≥ 0.1; R² on held-out positions, L0 = mean "
+                   "active features per position, stability = Hungarian cosine between two seeds")
+        st.dataframe(table, hide_index=True, key="cmp_features")
 st.caption(f"Share this comparison: ?sel={format_selection(items)}")

@@ -181,13 +181,14 @@ def sidebar() -> Ctx:
     layers = run_layers(entry)
     want_layer = _qp("layer")
     layer = want_layer if want_layer in layers else st.session_state.get("layer")
-    if layer not in layers:
-        layer = layers[-1] if layers else None
+    if layer not in layers:     # default: the last layer of units (not a feature layer)
+        layer = next((l for l in reversed(layers) if "@" not in l), layers[-1]) if layers else None
     with st.sidebar:
         if layers:
+            from dissect.features.layer import layer_label
             st.session_state["_pick_layer"] = layer
             st.radio("Layer", layers, key="_pick_layer", on_change=_on_layer_change,
-                     horizontal=len(layers) <= 3)
+                     horizontal=len(layers) <= 3, format_func=layer_label)
         if entry is not None:
             _run_caption(entry)
     if name is not None and st.session_state.get("run") != name:

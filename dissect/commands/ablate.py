@@ -121,6 +121,11 @@ def _ablate(args: argparse.Namespace) -> int:
         raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
     if not plan and (args.rank or args.control):
         raise AblationError("--rank / --control need a layer: give --layer NAME")
+    from dissect.features.layer import parse_feature_layer
+    feature_plan = {k: v for k, v in plan.items() if parse_feature_layer(k) is not None}
+    plan = {k: v for k, v in plan.items() if k not in feature_plan}
+    if feature_plan and (args.rank or args.control):
+        raise AblationError("--rank / --control rank units, not features: give a layer of units")
     sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
     layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
 
@@ -140,6 +145,9 @@ def _ablate(args: argparse.Namespace) -> int:
                 means = unit_means(lm, name, batches)
         iv = Intervention(name, tuple(units), mode, value, means)
         ivs.append(invert(iv, sizes[name]) if args.invert else iv)
+    from dissect.features.ablate import feature_intervention
+    ivs += [feature_intervention(run, name, units, mode, value, args.invert)
+            for name, units in feature_plan.items()]
     means = ivs[0].means if ivs else None
     info = {"model": lm.name, "weights": lm.weights, "random_init": lm.random_init,
             "layer": ivs[0].layer if ivs else None, "units": list(ivs[0].units) if ivs else [],

@@ -15,6 +15,7 @@ from pathlib import Path
 DEFAULT_N = 2000           # images in the default world: ~35 s on an idle 2-core machine
 DEFAULT_LAYERS = ["conv5", "conv6"]
 RUN_NAME = "toyworld-default"
+FEATURES_K = 512           # conv6@sae512: a TopK SAE of conv6 (128 channels), fitted after
 
 
 def add_parser(sub) -> None:
@@ -24,6 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="ToyWorld seed")
     p.add_argument("--weights", default="default", help="ToyWorld weights (default | FILE)")
     p.add_argument("--force", action="store_true", help="build even when a complete run exists")
+    p.add_argument("--no-features", action="store_true",
+                   help="skip the SAE feature layer of conv6 (conv6@sae512)")
     p.set_defaults(handler=main)
 
 
@@ -50,11 +53,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"runs: {len(done)} complete in {root} (e.g. {done[0].name}); "
               "starting the app", file=sys.stderr)
         return 0
-    return build_default_run(root, n=args.n, seed=args.seed, weights=args.weights)
+    return build_default_run(root, n=args.n, seed=args.seed, weights=args.weights,
+                             features=not args.no_features)
 
 
 def build_default_run(root: Path, n: int = DEFAULT_N, seed: int = 0,
-                      weights: str = "default") -> int:
+                      weights: str = "default", features: bool = True) -> int:
     """Build the ToyWorld world and dissect conv5/conv6 into root/toyworld-default."""
     import torch
 
@@ -79,4 +83,9 @@ def build_default_run(root: Path, n: int = DEFAULT_N, seed: int = 0,
                         batch_size=50, workers=1, seed=seed)
     out = dissect(cfg, root / RUN_NAME, probe=probe, progress=True)
     print(f"  dissection ready ({time.time() - t0:.0f} s): {out}", file=sys.stderr, flush=True)
+    if features:       # features next to units: an SAE of conv6 (dissect.features)
+        from dissect.features import features_layer
+        f = features_layer(out, "conv6", "sae", k=FEATURES_K, progress=True)
+        print(f"  features ready ({time.time() - t0:.0f} s): {f['layer']}, R² {f['r2']:.2f}",
+              file=sys.stderr, flush=True)
     return 0

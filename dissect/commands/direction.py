@@ -39,7 +39,10 @@ def load(args):
 def add_parser(sub) -> None:
     p = sub.add_parser("direction", help="a concept direction at one layer (mean, pca or probe)")
     add_model_args(p)
-    p.add_argument("--layer", required=True)
+    p.add_argument("--layer", default=None, help="the layer (required unless --feature)")
+    p.add_argument("--feature", nargs=3, default=None, metavar=("RUN", "LAYER", "K"),
+                   help="save feature K of a feature layer (e.g. runs/toy conv6@sae512 3) as a "
+                        "direction: its decoder row")
     p.add_argument("--concept", default=None, help="concept name (required with --probe/--run)")
     p.add_argument("--probe", default=None, help="broden:DIR | toyworld[:N] | folder:DIR")
     p.add_argument("--segmenter", default=None, help="for folder: probes, e.g. color")
@@ -58,6 +61,10 @@ def main(args: argparse.Namespace) -> int:
     from dissect.directions.concept import (METHODS, contrast_from_folders, contrast_from_probe, fit,
                                     save_direction)
     from dissect.errors import DirectionError
+    if args.feature:
+        return _feature(args)
+    if not args.layer:
+        raise DirectionError("give --layer NAME (or --feature RUN LAYER K)")
     if args.method not in METHODS:
         raise DirectionError(f"--method {args.method}: use {', '.join(METHODS)}")
     lm = load(args)
@@ -84,6 +91,28 @@ def main(args: argparse.Namespace) -> int:
         print(f"{d.concept} at {d.layer} ({d.method}, {d.pooling} pooling): held-out AUROC "
               f"{d.auroc_heldout:.3f}, norm {d.norm:.4g}, sigma {d.sigma:.4g}, "
               f"{d.n_pos} with / {d.n_neg} without -> {args.out}")
+    return 0
+
+
+def _feature(args) -> int:
+    from dissect.features.direction import feature_direction
+    from dissect.directions.concept import save_direction
+    from dissect.errors import FeatureError
+    from dissect.runs.folder import open_run
+    run_path, name, k = args.feature
+    try:
+        k = int(k)
+    except ValueError:
+        raise FeatureError(f"--feature {run_path} {name} {k}: K must be a feature number") \
+            from None
+    d = feature_direction(open_run(run_path), name, k)
+    save_direction(d, args.out)
+    out = {**d.to_json(), "out": str(args.out)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"feature {k} of {name} ({d.concept}) at {d.layer}: sigma {d.sigma:.4g} -> "
+              f"{args.out}")
     return 0
 
 

@@ -152,7 +152,7 @@ def phase1(cfg, lm, probe, layers: dict, writer, done: int, ckpt, progress: bool
             contiguous = hi - lo == len(idx)
             with torch_threads(1):            # small statistic ops: threads only add overhead
                 for name, L in layers.items():
-                    _record(L, acts[name], batch.index, idx, lo, hi, contiguous)
+                    record_batch(L, acts[name], batch.index, idx, lo, hi, contiguous)
             track.step(len(idx))
     track.finish()
 
@@ -169,7 +169,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _record(L: LayerState, out: torch.Tensor, index: torch.Tensor, idx: np.ndarray, lo: int,
+def record_batch(L: LayerState, out: torch.Tensor, index: torch.Tensor, idx: np.ndarray, lo: int,
             hi: int, contiguous: bool) -> None:
     """Phase-1 bookkeeping for one layer and batch: statistics and the activation cache."""
     a = out.float()

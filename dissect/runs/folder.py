@@ -75,6 +75,14 @@ class Run:
     def layers(self) -> list[str]:
         """Layers in config order that have a folder on disk."""
         layers = list(self.config.get("layers", []))
+        feats = self.info.get("features") or {}
+        for name, meta in feats.items() if isinstance(feats, dict) else ():   # L@sae512 after L
+            base = meta.get("basis_of") if isinstance(meta, dict) else None
+            if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name:
+                continue
+            after = max((i for i, l in enumerate(layers) if l == base or
+                         l.startswith(f"{base}@")), default=len(layers) - 1)
+            layers.insert(after + 1, name)
         return [l for l in layers if (self.path / "layers" / l).is_dir()] or layers
 
     def layer_dir(self, layer: str) -> Path:
