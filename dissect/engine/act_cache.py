@@ -146,34 +146,36 @@ class ActCache:
             os.pwrite(self._fd, view, self.offset + start * self.row_bytes)
 
 
-def keep_as(cache: "ActCache | np.ndarray", dest: str | os.PathLike) -> None:
+def keep_as(cache, dest: str | os.PathLike) -> None:
     """Put the cache at `dest` as a .npy of its own dtype: a hard link when it is a file (no
-    copy, atomic), else a write of the in-memory array through a temp file and a rename."""
+    copy, atomic); else the array written whole, or, for any other row-sliceable source (an
+    ActCache on another filesystem, a view that computes rows), copied in chunks of rows into a
+    temp file that is then renamed."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.link")
-    tmp.unlink(missing_ok=True)
     source = cache.path if isinstance(cache, ActCache) else getattr(cache, "filename", None)
     if source is not None:
+        tmp = dest.with_name(f".{dest.name}.link")
+        tmp.unlink(missing_ok=True)
         try:
             os.link(source, tmp)
             os.replace(tmp, dest)
             return
         except OSError:
             tmp.unlink(missing_ok=True)       # another filesystem: copy in chunks below
-    from dissect.runs.atomic import write_npy
-    if isinstance(cache, ActCache):
-        import tempfile
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        try:
-            out = ActCache.create(name, cache.dtype, cache.shape)
-            for s in range(0, len(cache), 256):
-                out[s:s + 256] = cache[s:s + 256]
-            out.close()
-            os.chmod(name, FILE_MODE)
-            os.replace(name, dest)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-    else:
-        write_npy(dest, np.asarray(cache))
+    if isinstance(cache, np.ndarray) and not isinstance(cache, np.memmap):
+        from dissect.runs.atomic import write_npy
+        write_npy(dest, cache)
+        return
+    import tempfile
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        out = ActCache.create(name, np.dtype(cache.dtype), tuple(cache.shape))
+        for s in range(0, len(cache), 256):
+            out[s:s + 256] = np.asarray(cache[s:s + 256])
+        out.close()
+        os.chmod(name, FILE_MODE)
+        os.replace(name, dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
