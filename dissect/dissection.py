@@ -68,6 +68,10 @@ class DissectConfig:
     null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust)
     heldout: str = "auto"             # --heldout auto|split|random (dissect.splits)
     baseline: str = ""                # --baseline rotation|random-init (dissect.baselines)
+    layout: str = "auto"              # --layout auto|nchw|nhwc|tokens (dissect.layout)
+    grid: str | None = None           # --grid HxW: a token layer's patch grid
+    prefix: int | None = None         # --prefix P: leading class/register tokens
+    include_prefix: bool = False      # --include-prefix: edits also change the prefix tokens
 
     def __post_init__(self) -> None:
         from dissect.models import resolve_weights
@@ -78,7 +82,27 @@ class DissectConfig:
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("batch_size", "workers", "device", "keep_acts", "cache",
                              "tally_threads")}
+        for k, v in LAYOUT_DEFAULTS.items():    # runs from before layouts keep their identity
+            if keep.get(k) == v:
+                keep.pop(k)
         return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+LAYOUT_DEFAULTS = {"layout": "auto", "grid": None, "prefix": None, "include_prefix": False}
+
+
+def cfg_layout(cfg):
+    """The dissect.layout.Layout a config (DissectConfig or run.json's dict) asks for."""
+    from dissect.layout import layout_from
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    return layout_from(get("layout") or "auto", get("grid"), get("prefix"),
+                       bool(get("include_prefix")))
+
+
+def use_cfg_layout(lm, cfg) -> None:
+    """Read `lm`'s layers in the layout `cfg` asks for (every capture/intervene on lm.model)."""
+    from dissect.layout import set_layout
+    set_layout(lm.model, cfg_layout(cfg))
 
 
 def _versions() -> dict:
@@ -219,6 +243,9 @@ def _layer_shapes(lm, probe: ProbeSet, layers: Sequence[str]) -> dict[str, tuple
             raise LayerError(f"layer '{name}' did not run in the forward pass; pick a layer "
                              "that `python -m dissect layers` lists with a shape")
         t = acts[name]
+        if t.dim() == 3:                     # tokens the layout could not read: say why
+            from dissect.layout import resolve
+            resolve(t, lm.model, name=name)
         if t.dim() != 4:
             raise LayerError(
                 f"layer '{name}' has output shape {list(t.shape[1:])}, not K×h×w: it has no "
@@ -269,6 +296,7 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
         from dissect.models import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
                         seed=cfg.seed)
+    use_cfg_layout(lm, cfg)
     shapes = _layer_shapes(lm, probe, cfg.layers)
     writer = new_writer(cfg, out, probe, shapes)
     with recording_failure(writer):

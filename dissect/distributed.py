@@ -123,6 +123,8 @@ def _locked_dissect_ray(cfg, out: Path, ray, shards, threads, progress, overwrit
     check_trust_options(cfg, probe.images)
     from dissect.models import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
+    from dissect.dissection import use_cfg_layout
+    use_cfg_layout(lm, cfg)
     shapes = _layer_shapes(lm, probe, cfg.layers)
     del lm
     with ray_cluster(ray, threads) as cpus:

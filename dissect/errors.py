@@ -4,6 +4,7 @@ from dissect.hooks import LayerNotFound
 from dissect.models import ModelError
 from dissect.probe import ProbeError
 from dissect.features import DirectionError
+from dissect.layout import LayoutError
 
 
 class LayerError(ValueError):
@@ -27,4 +28,4 @@ class RewriteError(ValueError):
 
 
 USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError, LayerError, RunError, FileNotFoundError,
-               TraceError, RewriteError)
+               TraceError, RewriteError, LayoutError)

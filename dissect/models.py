@@ -35,7 +35,7 @@ from dissect.loaded_model import (IMAGENET_MEAN, IMAGENET_STD, LoadedModel,  # n
                                   ModelError)
 
 
-PRESETS = ("toyworld", "efficientnet_lite0")
+PRESETS = ("toyworld", "toyworld-vit", "efficientnet_lite0")
 RANDOM_BADGE = "random weights: a baseline"
 
 
@@ -57,7 +57,7 @@ def resolve_weights(name: str, weights: str | None) -> str:
     w = "" if weights is None else str(weights).strip()
     if w and w.lower() != "default":
         return w
-    if name == "toyworld":
+    if name in ("toyworld", "toyworld-vit"):
         return "default"
     if is_user_module(name):
         return "none"
@@ -99,6 +99,9 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     if name == "toyworld":
         from dissect.toyworld.model import load_toyworld
         lm = load_toyworld(weights, device)
+    elif name == "toyworld-vit":
+        from dissect.toyworld.vit import load_toyworld_vit
+        lm = load_toyworld_vit(weights, device)
     elif name == "efficientnet_lite0":
         from dissect.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)

@@ -51,6 +51,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    from dissect.layout import add_layout_options
+    add_layout_options(p)
     p.set_defaults(handler=main)
 
 
@@ -98,6 +100,8 @@ def _ablate(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed,
                     allow_file=bool(args.model))   # typed by the user, not read from --run
+    from dissect.layout import layout_from_args, set_layout
+    set_layout(lm.model, layout_from_args(args, cfg if same_model else None))
     plan: dict[str, list[int]] = {}
     if args.concept:
         if run is None:
