@@ -6,12 +6,13 @@
     lm = load_model("resnet18", "https://host/resnet18_places365.pth.tar")   # fetched once, cached
     lm = load_model("my_net.py:build")                          # a user module's factory
     lm = load_model("efficientnet_lite0")                       # preset: its trained weights, offline
+    lm = load_model("toyworld-vit")                             # the ToyWorld ViT (dissect.toyworld.vit)
     logits = lm.model(lm.normalize(images01))      # images01: float B×3×H×W in [0, 1]
     x = lm.prepare(pil_image)                      # a photo -> 3×S×S in [0, 1] (resize + centre crop)
     for info in list_layers(lm): print(info.name, info.shape, info.spatial)
 
-Weights default to the trained ones (`resolve_weights`): presets (`toyworld`,
-`efficientnet_lite0`) to their packaged weights, torchvision names to `DEFAULT`; random init is
+Weights default to the trained ones (`resolve_weights`): presets (`toyworld`, `toyworld-vit`,
+`efficientnet_lite0/1/2`) to their packaged weights, torchvision names to `DEFAULT`; random init is
 only ever `weights="none"`. Enum weights missing from torchvision's cache ($TORCH_HOME) are
 downloaded by torchvision (with a progress bar) when online; offline (`DISSECT_OFFLINE=1`,
 `--offline`, or no route to the host) a ModelError names the file, where to put it and the URL
@@ -35,7 +36,8 @@ from dissect.loaded_model import (IMAGENET_MEAN, IMAGENET_STD, LoadedModel,  # n
                                   ModelError)
 
 
-PRESETS = ("toyworld", "toyworld-vit", "efficientnet_lite0")
+PRESETS = ("toyworld", "toyworld-vit", "efficientnet_lite0", "efficientnet_lite1",
+           "efficientnet_lite2")
 RANDOM_BADGE = "random weights: a baseline"
 
 
@@ -105,6 +107,9 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     elif name == "efficientnet_lite0":
         from dissect.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)
+    elif name in ("efficientnet_lite1", "efficientnet_lite2"):
+        from dissect.presets.efficientnet_lite import load_efficientnet_lite
+        lm = load_efficientnet_lite(int(name[-1]), weights, device)
     elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:
