@@ -165,10 +165,14 @@ def _square(n: int) -> int | None:
 
 
 def _token_grid(n: int, model, layout: Layout, where: str) -> tuple[tuple[int, int], int]:
-    prefix = layout.prefix if layout.prefix is not None else model_prefix(model)
+    if layout.prefix is not None:
+        prefixes = [layout.prefix]
+    else:        # what the model says, else none (a patch embedding's output), else a class token
+        said = model_prefix(model)
+        prefixes = list(dict.fromkeys(([said] if said is not None else []) + [0, 1]))
     if layout.grid is not None:
         h, w = layout.grid
-        p = n - h * w if prefix is None else prefix
+        p = n - h * w if layout.prefix is None else layout.prefix
         if p < 0 or h * w + p != n:
             raise LayoutError(f"{where}: {n} tokens do not hold a {h}x{w} grid"
                               f"{f' after {p} prefix tokens' if p >= 0 else ''}; "
@@ -176,14 +180,15 @@ def _token_grid(n: int, model, layout: Layout, where: str) -> tuple[tuple[int, i
         return (h, w), p
     g = model_grid(model)
     if g is not None:
-        p = n - g[0] * g[1] if prefix is None else prefix
-        if p >= 0 and g[0] * g[1] + p == n:
-            return g, p
-    for p in ([prefix] if prefix is not None else [0, 1]):
+        for p in prefixes:
+            if g[0] * g[1] + p == n:
+                return g, p
+    for p in prefixes:
         s = _square(n - p)
         if s:
             return (s, s), p
-    shown = f" after {prefix} prefix tokens" if prefix is not None else " (nor after 1 class token)"
+    shown = f" after {layout.prefix} prefix tokens" if layout.prefix is not None else \
+        f" after {' or '.join(map(str, prefixes))} prefix tokens"
     raise LayoutError(f"{where}: {n} tokens are not a square grid{shown}; give the grid with "
                       f"--grid HxW (and --prefix P for class/register tokens)")
 

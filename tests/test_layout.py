@@ -124,6 +124,7 @@ def test_grid_and_prefix_come_from_the_model_or_a_square():
     reg = nn.Module()
     reg.num_prefix_tokens = 5                                            # class + 4 registers
     assert resolve(torch.zeros(1, 201, 8), reg).grid == (14, 14)
+    assert resolve(torch.zeros(1, 196, 8), reg).prefix == 0        # a patch embedding's output
     assert parse_grid("7x9") == (7, 9) and parse_grid("12") == (12, 12)
 
 
