@@ -123,7 +123,7 @@ def _ablate(args: argparse.Namespace) -> int:
                             "(with --set and no units: accuracy only)")
     if not plan and (args.units or args.concept or args.invert):
         raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
-    if not plan and (args.rank or args.control):
+    if not plan and not layers and (args.rank or args.control):
         raise AblationError("--rank / --control need a layer: give --layer NAME")
     sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
     layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
