@@ -155,3 +155,31 @@ def test_cli_names_the_fix_for_a_non_square_token_layer(probe, tmp_path, capsys)
                "--out", str(tmp_path / "bad2")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "--layout nhwc" in err[0] and "3-d" in err[0]
+
+
+@pytest.mark.slow
+def test_torchvision_vit_b_16_last_block_dissects_768_units_on_14x14(tmp_path):
+    """Offline, random init: the torchvision ViT says its grid (image_size // patch_size) and
+    its class token; a one-image ablation of a token layer moves the prediction (layer 10: the
+    head reads only the class token, so the last block's patch tokens reach it through no path)."""
+    make_synthetic_broden(tmp_path / "sb", n=4, image_size=224, mask_size=112, seed=1)
+    out = tmp_path / "vit"
+    layer = "encoder.layers.encoder_layer_11"
+    assert main(["run", "--model", "vit_b_16", "--weights", "none", "--layer", layer,
+                 "--probe", f"broden:{tmp_path / 'sb'}", "--batch-size", "4", "--workers", "0",
+                 "--quiet", "--out", str(out)]) == 0
+    import numpy as np
+    import pandas as pd
+    assert len(pd.read_csv(out / "layers" / layer / "units.csv")) == 768
+    assert np.load(out / "layers" / layer / "acts.npy", mmap_mode="r").shape[-2:] == (14, 14)
+    from dissect.models import load_model
+    lm = load_model("vit_b_16", "none")
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        before = lm.model(lm.normalize(x))
+        with intervene(lm.model, {layer: lambda m: m * 0}):
+            last = lm.model(lm.normalize(x))
+        with intervene(lm.model, {"encoder.layers.encoder_layer_10": lambda m: m * 0}):
+            after = lm.model(lm.normalize(x))
+    assert torch.equal(before, last)          # the class token is left alone
+    assert not torch.allclose(before, after)
