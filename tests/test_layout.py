@@ -174,6 +174,8 @@ def test_torchvision_vit_b_16_last_block_dissects_768_units_on_14x14(tmp_path):
     assert np.load(out / "layers" / layer / "acts.npy", mmap_mode="r").shape[-2:] == (14, 14)
     from dissect.models import load_model
     lm = load_model("vit_b_16", "none")
+    torch.manual_seed(0)
+    nn.init.normal_(lm.model.heads.head.weight, std=0.02)   # torchvision zero-inits the head
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         before = lm.model(lm.normalize(x))
