@@ -68,6 +68,10 @@ class FeatureError(ValueError):
     """A bad dictionary-features request (K, topk, method, layer, cache); names the fix."""
 
 
+class LayoutError(ValueError):
+    """A layer output that cannot be read in the asked layout; the message names the fix."""
+
+
 USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
                LayerError, RunError, FileNotFoundError, TraceError, RewriteError, VisualizeError,
-               FeatureError)
+               FeatureError, LayoutError)

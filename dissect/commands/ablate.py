@@ -51,6 +51,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    from dissect.models.layout import add_layout_options
+    add_layout_options(p)
     p.set_defaults(handler=main)
 
 
@@ -98,6 +100,8 @@ def _ablate(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     lm = load_model(model_name, weights, classes=args.classes, device=args.device, seed=args.seed,
                     allow_file=bool(args.model))   # typed by the user, not read from --run
+    from dissect.models.layout import layout_from_args, set_layout
+    set_layout(lm.model, layout_from_args(args, cfg if same_model else None))
     plan: dict[str, list[int]] = {}
     if args.concept:
         if run is None:
@@ -119,7 +123,7 @@ def _ablate(args: argparse.Namespace) -> int:
                             "(with --set and no units: accuracy only)")
     if not plan and (args.units or args.concept or args.invert):
         raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
-    if not plan and (args.rank or args.control):
+    if not plan and not layers and (args.rank or args.control):
         raise AblationError("--rank / --control need a layer: give --layer NAME")
     from dissect.features.layer import parse_feature_layer
     feature_plan = {k: v for k, v in plan.items() if parse_feature_layer(k) is not None}

@@ -59,6 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--shards", type=int, default=None,
                    help="with --ray: shard count (default: the cluster's CPUs / threads)")
     p.add_argument("--out", required=True, help="run folder")
+    from dissect.models.layout import add_layout_options
+    add_layout_options(p)
     p.add_argument("--explain", action="store_true",
                    help="also compute compositional formulas (as `python -m dissect explain`)")
     from dissect.commands.explain import add_options
@@ -122,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers, device=args.device, seed=args.seed, topk=args.topk,
         iou_threshold=args.iou_threshold, classes=args.classes, cache=args.cache,
         cache_dtype=args.cache_dtype, keep_acts=not args.no_acts, null=args.null,
-        heldout=args.heldout, baseline=args.baseline)
+        heldout=args.heldout, baseline=args.baseline, layout=args.layout or "auto",
+        grid=args.grid, prefix=args.prefix, include_prefix=args.include_prefix)
     if args.threads and not args.ray:       # with --ray: threads per shard
         torch.set_num_threads(args.threads)
     previous = signal.signal(signal.SIGTERM, _sigterm)

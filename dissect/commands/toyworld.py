@@ -1,6 +1,7 @@
 """python -m dissect toyworld {train,build,eval}: the embedded probe world and its model.
 
     python -m dissect toyworld train                  # the recipe of the committed weights
+    python -m dissect toyworld train --arch vit       # the recipe of the committed ViT weights
     python -m dissect toyworld train --images 48000 --epochs 3 [--init W] --out FILE  # 1 stage
     python -m dissect toyworld build --n 1000 --seed 0 --out DIR     # a Broden-format world
     python -m dissect toyworld eval [--weights default] --seed 7 --n 2000
@@ -20,6 +21,8 @@ def add_parser(sub) -> None:
     t = tw.add_parser("train", help="train the scene classifier (reproducible, seeded)",
                       description="Without --images/--epochs/--lr/--seed/--init: the 3-stage "
                       "recipe of the committed weights. With any of them: one stage.")
+    t.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
+                   help="cnn (--model toyworld) or vit (--model toyworld-vit)")
     t.add_argument("--images", type=int, default=None, help="distinct training images (48000)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (3)")
     t.add_argument("--batch-size", type=int, default=128)
@@ -27,8 +30,8 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=None, help="training world and torch seed (0)")
     t.add_argument("--eval-seed", type=int, default=1000, help="held-out world")
     t.add_argument("--eval-images", type=int, default=2000)
-    t.add_argument("--workers", type=int, default=2, help="generation processes")
-    t.add_argument("--threads", type=int, default=2, help="torch threads")
+    t.add_argument("--workers", type=int, default=None, help="generation processes (2; vit: 1)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (2; vit: 1)")
     t.add_argument("--shift", type=int, default=8, help="max random translation (px at 112)")
     t.add_argument("--init", default=None, help="start from these weights (a second stage)")
     t.add_argument("--out", default=None, help="weights file (default: the packaged weights)")
@@ -53,17 +56,22 @@ def main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dissect.toyworld.model import DEFAULT_WEIGHTS
-    from dissect.toyworld.train import RECIPE, TrainConfig, train, train_recipe
-    out = Path(args.out) if args.out else DEFAULT_WEIGHTS
+    from dissect.toyworld.train import RECIPE, VIT_RECIPE, TrainConfig, train, train_recipe
+    from dissect.toyworld.vit import DEFAULT_VIT_WEIGHTS
+    vit = args.arch == "vit"
+    out = Path(args.out) if args.out else (DEFAULT_VIT_WEIGHTS if vit else DEFAULT_WEIGHTS)
     log = lambda s: print(s, flush=True)  # noqa: E731
     if all(v is None for v in (args.images, args.epochs, args.lr, args.seed, args.init)):
-        train_recipe(RECIPE, out, log=log, workers=args.workers, threads=args.threads)
+        train_recipe(VIT_RECIPE if vit else RECIPE, out, log=log, workers=args.workers,
+                     threads=args.threads)
         return 0
-    cfg = TrainConfig(images=args.images or 48000, epochs=args.epochs or 3,
-                      batch_size=args.batch_size, lr=args.lr or 3e-3, seed=args.seed or 0,
+    base = VIT_RECIPE[0] if vit else TrainConfig()
+    cfg = TrainConfig(images=args.images or base.images, epochs=args.epochs or base.epochs,
+                      batch_size=args.batch_size, lr=args.lr or base.lr, seed=args.seed or 0,
+                      weight_decay=base.weight_decay, arch=args.arch,
                       eval_seed=args.eval_seed, eval_images=args.eval_images,
-                      workers=args.workers, threads=args.threads, shift=args.shift,
-                      init=args.init)
+                      workers=args.workers or base.workers, threads=args.threads or base.threads,
+                      shift=args.shift, init=args.init)
     if cfg.images // cfg.batch_size * cfg.epochs < 10:
         print(f"error: --images {cfg.images} x --epochs {cfg.epochs} gives fewer than 10 "
               f"batches of {cfg.batch_size}; use more images or a smaller --batch-size",

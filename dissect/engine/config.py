@@ -38,6 +38,10 @@ class DissectConfig:
     null: int = 0                     # --null B: permutation/roll nulls and bootstrap (dissect.trust.per_image)
     heldout: str = "auto"             # --heldout auto|split|random (dissect.probes.splits)
     baseline: str = ""                # --baseline rotation|random-init (dissect.trust.baselines)
+    layout: str = "auto"              # --layout auto|nchw|nhwc|tokens (dissect.models.layout)
+    grid: str | None = None           # --grid HxW: a token layer's patch grid
+    prefix: int | None = None         # --prefix P: leading class/register tokens
+    include_prefix: bool = False      # --include-prefix: edits also change the prefix tokens
 
     def __post_init__(self) -> None:
         from dissect.models.registry import resolve_weights
@@ -48,4 +52,24 @@ class DissectConfig:
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("batch_size", "workers", "device", "keep_acts", "cache",
                              "tally_threads")}
+        for k, v in LAYOUT_DEFAULTS.items():    # runs from before layouts keep their identity
+            if keep.get(k) == v:
+                keep.pop(k)
         return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+LAYOUT_DEFAULTS = {"layout": "auto", "grid": None, "prefix": None, "include_prefix": False}
+
+
+def cfg_layout(cfg):
+    """The dissect.models.layout.Layout a config (DissectConfig or run.json's dict) asks for."""
+    from dissect.models.layout import layout_from
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    return layout_from(get("layout") or "auto", get("grid"), get("prefix"),
+                       bool(get("include_prefix")))
+
+
+def use_cfg_layout(lm, cfg) -> None:
+    """Read `lm`'s layers in the layout `cfg` asks for (every capture/intervene on lm.model)."""
+    from dissect.models.layout import set_layout
+    set_layout(lm.model, cfg_layout(cfg))

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from dissect.engine.config import DENOMINATORS, DissectConfig
+from dissect.engine.config import DENOMINATORS, DissectConfig, use_cfg_layout
 from dissect.engine.layer_state import LayerState, concept_tables, layer_shapes
 from dissect.engine.phases import clean_worker_error, phase1, phase2, resume
 from dissect.errors import RunError
@@ -64,6 +64,7 @@ def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
         from dissect.models.registry import load_model
         lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
                         seed=cfg.seed)
+    use_cfg_layout(lm, cfg)
     shapes = layer_shapes(lm, probe, cfg.layers)
     writer = new_writer(cfg, out, probe, shapes)
     with recording_failure(writer):

@@ -125,6 +125,8 @@ def _locked_dissect_ray(cfg, out: Path, ray, shards, threads, progress, overwrit
     check_trust_options(cfg, probe.images)
     from dissect.models.registry import load_model
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device="cpu", seed=cfg.seed)
+    from dissect.engine.config import use_cfg_layout
+    use_cfg_layout(lm, cfg)
     shapes = layer_shapes(lm, probe, cfg.layers)
     del lm
     with ray_cluster(ray, threads) as cpus:

@@ -137,6 +137,9 @@ def layer_shapes(lm, probe: ProbeSet, layers: Sequence[str]) -> dict[str, tuple[
             raise LayerError(f"layer '{name}' did not run in the forward pass; pick a layer "
                              "that `python -m dissect layers` lists with a shape")
         t = acts[name]
+        if t.dim() == 3:                     # tokens the layout could not read: say why
+            from dissect.models.layout import resolve
+            resolve(t, lm.model, name=name)
         if t.dim() != 4:
             raise LayerError(
                 f"layer '{name}' has output shape {list(t.shape[1:])}, not K×h×w: it has no "

@@ -141,6 +141,8 @@ def _forward(spec: ShardSpec, cfg, probe, rep: _Reporter) -> tuple[dict, Path]:
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.weights, classes=cfg.classes, device=cfg.device,
                     seed=cfg.seed)
+    from dissect.engine.config import use_cfg_layout
+    use_cfg_layout(lm, cfg)
     layers = _layers(spec, cfg, probe, lm, folder)
     phase1(cfg, lm, probe, layers, rep, 0, None, False, rows=range(*spec.rows))
     for L in layers.values():

@@ -3,6 +3,11 @@
     with capture(model, ["layer3", "layer4"]) as acts:
         model(x)
     acts["layer4"]            # a copy of layer4's output (B×K×h×w)
+    acts["blocks.11"]         # a ViT block's B×N×C tokens read as a B×C×14×14 map
+
+Outputs are read and edited through dissect.models.layout with the layout set on the model
+(`layout.set_layout`, default auto): token (B×N×C) and channels-last (B×H×W×C) layers are seen
+as B×C×h×w maps, and an edit's map is written back in the layer's own layout.
 
     with intervene(model, {"layer4": lambda out: out * mask}):
         logits = model(x)     # layer4's output is replaced by the edit's return value
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from dissect.errors import LayerNotFound
+from dissect.models.layout import capture_map, edit_in_layout
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
@@ -38,7 +44,8 @@ def capture(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record a copy of each layer's output into the yielded dict, keyed by layer name.
 
-    Outputs are cloned (detached) so an in-place op after the layer cannot rewrite them.
+    Outputs are cloned (detached) so an in-place op after the layer cannot rewrite them, and
+    read as B×C×h×w maps (dissect.models.layout) when the layer gives tokens or channels-last maps.
     With `stop_after=True` the forward pass is cut short after the last of `layers` has
     run (raise-and-catch, as baukit's `stop=True`): wrap the call in `stopped_forward`.
     """
@@ -51,8 +58,8 @@ def capture(
         seen_this_pass.clear()
 
     def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            outputs[name] = _first_tensor(output).detach().clone()
+        def hook(module, _inputs, output):
+            outputs[name] = capture_map(_first_tensor(output), model, module, name)
             seen_this_pass.add(name)
             if stop_after and len(seen_this_pass) == len(modules):
                 raise StopForward()
@@ -85,20 +92,24 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 
 @contextmanager
 def intervene(model: nn.Module, edits: Mapping[str, Edit]) -> Iterator[None]:
-    """Replace each named layer's output with `edit(output)` while the block runs."""
+    """Replace each named layer's output with `edit(output)` while the block runs.
+
+    The edit sees the output as a B×C×h×w map when the layer gives tokens or channels-last
+    maps (dissect.models.layout); its result is written back in the layer's layout, prefix tokens
+    (class, register) untouched unless the model's layout says include_prefix."""
     modules = [(name, get_layer(model, name), edit) for name, edit in edits.items()]
     handles = []
 
-    def make_hook(edit: Edit):
-        def hook(_module, _inputs, output):
+    def make_hook(edit: Edit, name: str):
+        def hook(module, _inputs, output):
             if isinstance(output, tuple):
-                return (edit(output[0]),) + output[1:]
-            return edit(output)
+                return (edit_in_layout(edit, output[0], model, module, name),) + output[1:]
+            return edit_in_layout(edit, output, model, module, name)
         return hook
 
     try:
-        for _name, module, edit in modules:
-            handles.append(module.register_forward_hook(make_hook(edit)))
+        for name, module, edit in modules:
+            handles.append(module.register_forward_hook(make_hook(edit, name)))
         yield
     finally:
         for handle in reversed(handles):

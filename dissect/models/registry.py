@@ -8,12 +8,13 @@
     lm = load_model("efficientnet_lite0")                       # preset: its trained weights, offline
     lm = load_model("timm:vit_small_patch16_224")               # any timm model (dissect.models.zoo_timm)
     lm = load_model("hf:google/vit-base-patch16-224")           # a transformers image classifier (zoo_hf)
+    lm = load_model("toyworld-vit")                             # the ToyWorld ViT (dissect.toyworld.vit)
     logits = lm.model(lm.normalize(images01))      # images01: float B×3×H×W in [0, 1]
     x = lm.prepare(pil_image)                      # a photo -> 3×S×S in [0, 1] (resize + centre crop)
     for info in list_layers(lm): print(info.name, info.shape, info.spatial, info.layout)
 
-Weights default to the trained ones (`resolve_weights`): presets (`toyworld`,
-`efficientnet_lite0`) to their packaged weights, torchvision names to `DEFAULT`; random init is
+Weights default to the trained ones (`resolve_weights`): presets (`toyworld`, `toyworld-vit`,
+`efficientnet_lite0/1/2`) to their packaged weights, torchvision names to `DEFAULT`; random init is
 only ever `weights="none"`. Enum weights missing from torchvision's cache ($TORCH_HOME) are
 downloaded by torchvision (with a progress bar) when online; offline (`DISSECT_OFFLINE=1`,
 `--offline`, or no route to the host) a ModelError names the file, where to put it and the URL
@@ -37,7 +38,8 @@ from dissect.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 from dissect.errors import ModelError
 
 
-PRESETS = ("toyworld", "efficientnet_lite0")
+PRESETS = ("toyworld", "toyworld-vit", "efficientnet_lite0", "efficientnet_lite1",
+           "efficientnet_lite2")
 RANDOM_BADGE = "random weights: a baseline"
 
 
@@ -59,7 +61,7 @@ def resolve_weights(name: str, weights: str | None) -> str:
     w = "" if weights is None else str(weights).strip()
     if w and w.lower() != "default":
         return w
-    if name == "toyworld":
+    if name in ("toyworld", "toyworld-vit"):
         return "default"
     if is_user_module(name):
         return "none"
@@ -101,6 +103,9 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     if name == "toyworld":
         from dissect.toyworld.model import load_toyworld
         lm = load_toyworld(weights, device)
+    elif name == "toyworld-vit":
+        from dissect.toyworld.vit import load_toyworld_vit
+        lm = load_toyworld_vit(weights, device)
     elif name == "efficientnet_lite0":
         from dissect.models.presets.efficientnet_lite0 import load_efficientnet_lite0
         lm = load_efficientnet_lite0(weights, device)
@@ -110,6 +115,9 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     elif name.startswith("hf:"):
         from dissect.models.zoo_hf import load_hf
         lm = load_hf(name[len("hf:"):], weights, device)
+    elif name in ("efficientnet_lite1", "efficientnet_lite2"):
+        from dissect.models.presets.efficientnet_lite import load_efficientnet_lite
+        lm = load_efficientnet_lite(int(name[-1]), weights, device)
     elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:
