@@ -51,7 +51,7 @@ def test_timm_vit_random_init_lists_token_blocks():
     assert lm.interpolation == "bicubic" and lm.resize_size == int(224 / 0.9)
     assert len(lm.class_names) == 1000 and lm.class_names[281] == "tabby"
     layers = _layers(lm)
-    assert layers["blocks.11"].shape == (197, 192) and layers["blocks.11"].layout == "tokens"
+    assert layers["blocks.11"].shape == (192, 14, 14) and layers["blocks.11"].layout == "tokens"
     assert layers["head"].shape == (1000,) and layers["head"].layout == "vector"
     assert layer_info(lm, "blocks.11").layout == "tokens"
 
@@ -63,7 +63,7 @@ def test_timm_resnet_and_swin_random_init():
     assert r.mean == (0.485, 0.456, 0.406) and r.resize_size == int(224 / 0.95)
     s = load_model("timm:swin_tiny_patch4_window7_224", "none")
     layers = _layers(s)
-    assert layers["layers.3"].shape == (7, 7, 768) and layers["layers.3"].layout == "nhwc"
+    assert layers["layers.3"].shape == (768, 7, 7) and layers["layers.3"].layout == "nhwc"
     assert layers["patch_embed.proj"].layout == "nchw"
     logits = s.model(s.normalize(torch.rand(1, 3, 224, 224)))
     assert logits.shape == (1, 1000)
@@ -172,7 +172,7 @@ def test_hf_folder_loads_and_classifies(tiny_vit):
     assert torch.allclose(logits, want, atol=1e-6)
     assert [n for n, _ in lm.model.named_modules()] == [n for n, _ in ref.named_modules()]
     layers = _layers(lm)
-    assert layers["vit.layers.1"].shape == (17, 16) and layers["vit.layers.1"].layout == "tokens"
+    assert layers["vit.layers.1"].shape == (16, 4, 4) and layers["vit.layers.1"].layout == "tokens"
     assert layers["classifier"].shape == (3,)
     assert "vit" not in layers          # a ModelOutput, not a tensor: not listed
     with pytest.raises(ModelError, match=r"on a 64×64 input failed.*try --size 32"):
@@ -242,7 +242,7 @@ def test_hf_offline_and_bad_folder(hub_env, tmp_path, monkeypatch):
 def test_torchvision_vit_layers_are_tokens():
     lm = load_model("vit_b_16", "none")
     info = layer_info(lm, "encoder.layers.encoder_layer_11")
-    assert info.shape == (197, 768) and info.layout == "tokens" and not info.spatial
+    assert info.shape == (768, 14, 14) and info.layout == "tokens" and info.spatial   # a map
     swin = load_model("swin_t", "none")
     assert layer_info(swin, "features.7").layout == "nhwc"
     maxvit = load_model("maxvit_t", "none")
@@ -256,7 +256,7 @@ def test_cli_layers_json_marks_layouts(capsys):
     from dissect.__main__ import main
     assert main(["layers", "--model", "timm:vit_tiny_patch16_224", "--json"]) == 0   # no download
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["blocks.11"]["shape"] == [197, 192] and rows["blocks.11"]["layout"] == "tokens"
+    assert rows["blocks.11"]["shape"] == [192, 14, 14] and rows["blocks.11"]["layout"] == "tokens"
     assert rows["patch_embed.proj"]["layout"] == "nchw" and rows["patch_embed.proj"]["spatial"]
 
 

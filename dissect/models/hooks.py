@@ -40,7 +40,7 @@ def _first_tensor(output):
 
 @contextmanager
 def capture(
-    model: nn.Module, layers: Sequence[str], *, stop_after: bool = False
+    model: nn.Module, layers: Sequence[str], *, stop_after: bool = False, raw: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record a copy of each layer's output into the yielded dict, keyed by layer name.
 
@@ -48,6 +48,7 @@ def capture(
     read as B×C×h×w maps (dissect.models.layout) when the layer gives tokens or channels-last maps.
     With `stop_after=True` the forward pass is cut short after the last of `layers` has
     run (raise-and-catch, as baukit's `stop=True`): wrap the call in `stopped_forward`.
+    `raw=True` keeps each output as the layer gave it (tokens stay B×N×C).
     """
     modules = [(name, get_layer(model, name)) for name in layers]
     outputs: dict[str, torch.Tensor] = {}
@@ -59,7 +60,8 @@ def capture(
 
     def make_hook(name: str):
         def hook(module, _inputs, output):
-            outputs[name] = capture_map(_first_tensor(output), model, module, name)
+            out = _first_tensor(output)
+            outputs[name] = out.detach().clone() if raw else capture_map(out, model, module, name)
             seen_this_pass.add(name)
             if stop_after and len(seen_this_pass) == len(modules):
                 raise StopForward()

@@ -319,18 +319,28 @@ def list_layers(lm: LoadedModel, size: int | None = None) -> list[LayerInfo]:
     finally:
         for h in reversed(handles):
             h.remove()
-    return [LayerInfo(n, tuple(acts[n].shape[1:]), _is_spatial(acts[n]), _layout(acts[n]))
-            for n in names if n in acts]
+    return [_info(lm, n, acts[n]) for n in names if n in acts]
+
+
+def _info(lm: LoadedModel, name: str, raw: torch.Tensor) -> LayerInfo:
+    """A layer as the tools read it: the C×h×w map its layout gives (tokens and channels-last
+    included, dissect.models.layout), and the layout of its raw output."""
+    from dissect.models.layout import capture_map
+    try:
+        out = capture_map(raw, lm.model, lm.model.get_submodule(name), name)
+    except ValueError:           # an explicit --layout that this layer does not fit
+        out = raw
+    return LayerInfo(name, tuple(out.shape[1:]), _is_spatial(out), _layout(raw))
 
 
 def layer_info(lm: LoadedModel, layer: str, size: int | None = None) -> LayerInfo:
-    """One layer's output shape (LayerNotFound for a name the model lacks); stops after it."""
+    """One layer's output as the tools read it (see `_info`). LayerNotFound for a name the model
+    lacks; the forward pass stops after it."""
     from dissect.models.hooks import capture, get_layer, stopped_forward
     get_layer(lm.model, layer)
     size = size or lm.input_size
-    with torch.no_grad(), capture(lm.model, [layer], stop_after=True) as acts:
+    with torch.no_grad(), capture(lm.model, [layer], stop_after=True, raw=True) as acts:
         stopped_forward(lm.model, torch.zeros(1, 3, size, size, device=lm.device))
     if layer not in acts:
         raise ModelError(f"layer '{layer}' did not run in a forward pass of {lm.name}; pick another")
-    out = acts[layer]
-    return LayerInfo(layer, tuple(out.shape[1:]), _is_spatial(out), _layout(out))
+    return _info(lm, layer, acts[layer])
