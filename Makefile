@@ -24,7 +24,7 @@ chromium:
 
 run: venv
 	$(VPY) -m dissect default-run --runs $(RUNS)
-	DISSECT_RUNS=$(RUNS) $(VPY) -m streamlit run app.py --server.address 127.0.0.1 \
+	DISSECT_RUNS=$(RUNS) $(VPY) dissect_studio/__main__.py run app.py --server.address 127.0.0.1 \
 	  --server.port $(PORT) --browser.gatherUsageStats false --server.headless true
 
 test: venv chromium

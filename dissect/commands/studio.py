@@ -39,7 +39,10 @@ def app_path() -> Path:
 
 def studio_command(runs: str, port: int, address: str) -> list[str]:
     """The `streamlit run` command line (the same settings as .streamlit/config.toml)."""
-    return [sys.executable, "-m", "streamlit", "run", str(app_path()),
+    app = app_path()       # dissect_studio's __main__: streamlit with its imports warmed
+    return [sys.executable, str(app.parent / "dissect_studio" / "__main__.py")
+            if (app.parent / "dissect_studio" / "__main__.py").is_file()
+            else str(app.parent / "__main__.py"), "run", str(app),
             "--server.address", address, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--server.runOnSave", "false",
