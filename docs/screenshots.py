@@ -30,6 +30,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--unit", type=int, default=3, help="the conv6 sun unit to show")
+    ap.add_argument("--plain", action="store_true",
+                    help="time the cold link under plain `streamlit run app.py`; no screenshots")
     args = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
     with socket.socket() as s:
@@ -38,7 +40,8 @@ def main() -> int:
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / "dissect-screenshots-server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "dissect_studio/__main__.py", "run", "app.py", "--server.address",
+        [sys.executable, *(["-m", "streamlit"] if args.plain else ["dissect_studio/__main__.py"]),
+         "run", "app.py", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=REPO, env={**os.environ, "DISSECT_RUNS": str(Path(args.runs).resolve()),
@@ -70,9 +73,12 @@ def main() -> int:
                 assert time.monotonic() - t0 < 180, "the unit page did not render in 180 s"
                 page.wait_for_timeout(50)
             t_page = time.monotonic() - t0
-            print(f"cold shared link: frame {t_frame:.1f} s, spinner "
+            print(f"{'plain streamlit run' if args.plain else 'dissect_studio'}: cold shared link: frame {t_frame:.1f} s, spinner "
                   f"{'%.1f s' % saw_spinner if saw_spinner is not None else 'not seen'}, "
                   f"unit page {t_page:.1f} s")
+            if args.plain:
+                b.close()
+                return 0
             page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] img')]"
                                    ".filter(i => i.complete && i.naturalWidth > 0).length >= 10",
                                    timeout=120_000)

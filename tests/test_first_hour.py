@@ -142,3 +142,58 @@ def test_studio_command_warms_and_routes_through_the_app(tmp_path):
     p = cli("studio", "--dry-run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "dissect_studio/__main__.py run" in p.stdout and str(REPO / "app.py") in p.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_cold_shared_link_through_the_warm_start(tmp_path):
+    """`make run`'s server (dissect_studio/__main__.py): the first request, a unit page's shared
+    link, renders that unit through app.py with our menu, and no Streamlit pages/ list."""
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is missing: `make test` installs Debian's chromium")
+    import re
+    import signal
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+    runs = tmp_path / "runs"
+    p = cli("run", "--model", "toyworld", "--layer", "conv6", "--probe", "toyworld:60",
+            "--out", str(runs / "toy"), "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "dissect_studio/__main__.py", "run", "app.py", "--server.address",
+         "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env={**os.environ, "DISSECT_RUNS": str(runs), "OMP_NUM_THREADS": "1"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                   args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = b.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/unit_detail?run=toy&layer=conv6&unit=5", wait_until="commit")
+            expect(page.get_by_role("heading", name=re.compile(r"^Unit 5 · "))).to_be_visible(
+                timeout=120_000)
+            expect(page.locator("[data-testid=stSidebar] a", has_text="Unit detail")
+                   ).to_be_visible(timeout=60_000)
+            assert page.locator("[data-testid=stSidebarNav]").count() == 0
+            assert "unit=5" in page.url
+            b.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+        log.close()
