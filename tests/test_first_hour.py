@@ -197,3 +197,17 @@ def test_cold_shared_link_through_the_warm_start(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
         log.close()
+
+
+def test_output_folders_are_ignored_and_sources_are_not():
+    """runs/, dirs/ and edits/ (the docs' --out folders) stay out of git; dissect/runs/ (the
+    package, once hidden by a bare `runs/` pattern) does not."""
+    import shutil
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = ["runs/toyworld-default/run.json", "dirs/sun/direction.json",
+               "edits/sea-snow/edit.json"]
+    kept = ["dissect/runs/atomic.py", "dissect/runs/writer.py", "dissect/runs/__init__.py"]
+    p = subprocess.run(["git", "check-ignore", "--no-index", *ignored, *kept], cwd=REPO,
+                       capture_output=True, text=True)
+    assert set(p.stdout.split()) == set(ignored), p.stdout
