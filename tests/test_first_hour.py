@@ -211,3 +211,19 @@ def test_output_folders_are_ignored_and_sources_are_not():
     p = subprocess.run(["git", "check-ignore", "--no-index", *ignored, *kept], cwd=REPO,
                        capture_output=True, text=True)
     assert set(p.stdout.split()) == set(ignored), p.stdout
+
+
+def test_explain_summary_line_with_and_without_the_null():
+    import pandas as pd
+
+    from dissect.commands.explain import summary_line
+    base = pd.DataFrame({"unit": [0, 1, 2], "formula": ["sun", "(sea AND NOT sky)", "car"],
+                         "formula_fallback": [True, False, True]})
+    line = summary_line("conv6", base)
+    assert line.startswith("conv6 formulas: 1 beat their single label on held-out images, 2 keep it")
+    assert "dissect with --null" in line
+    trust = base.assign(p_value=[0.001, 0.5, 0.001], significant=[True, False, True],
+                        p_localised=[0.001, 0.9, 0.7], p_method="permutation")
+    line = summary_line("conv6", trust)
+    assert line.endswith("conv6: 2 significant (1 localised detectors, 1 co-occur only), "
+                         "1 not distinguishable from chance")
