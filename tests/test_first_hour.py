@@ -6,7 +6,7 @@
 - the missing-Broden error names `python -m dissect data broden`;
 - `rewrite --layer conv6.2` (the ReLU inside block conv6) suggests conv6;
 - the app's heavy imports start in a background thread;
-- the default run includes the trust columns and conv6's formulas (slow).
+- the default run includes the trust columns and conv6's formulas (tests/test_docs.py runs the tour, slow).
 """
 from __future__ import annotations
 
