@@ -21,6 +21,12 @@ from studio import nav  # noqa: E402  (streamlit only: fast)
 # pages/-folder mode as soon as any session has run it.
 page = nav.navigation()
 
+from studio import warm  # noqa: E402
+
+if not warm.ready():                        # a fresh server: the frame and a spinner at once,
+    with st.spinner("Starting the studio (first page after a restart)…"):
+        warm.wait()                         # while pandas, plotly and the run readers import
+
 from studio import common  # noqa: E402
 
 with nav.through_app():

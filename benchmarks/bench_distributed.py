@@ -8,7 +8,7 @@ process: one process with `--threads 2`, and `--ray local:2 --threads 1` (two sh
 thread each, the local Ray cluster's start included). Prints:
 1. (Ray wall) / (one-process wall). Goal ≤ 1.15: the engine costs little where it cannot help.
 2. (driver's merge time) / (Ray wall). Goal ≤ 0.05.
-3. An 8-node estimate from the measured per-shard times and driver costs (see README).
+3. An 8-node estimate from the measured per-shard times and driver costs (see docs/scale-out.md).
 Also checks that both run folders hold identical iou.npy, units.csv and topk.npz.
 """
 from __future__ import annotations

@@ -22,7 +22,10 @@ from typing import Iterator
 
 import streamlit as st
 
+from studio import warm
+
 ROOT = Path(__file__).resolve().parent.parent
+warm.start()        # the heavy imports begin now, in the background (app.py waits with a spinner)
 
 PAGES = {   # key -> (file, title, icon, url path = file stem, so Streamlit's legacy mode resolves
             # it too); the overview is the default page and lives at the root URL

@@ -76,7 +76,7 @@ def test_cuda_without_a_gpu_is_one_clear_line(capsys):
 
 
 def test_layers_of_a_torchvision_name_need_no_download(tmp_path, monkeypatch, capsys):
-    """The README's first command, `layers --model resnet18`, works offline with an empty
+    """The docs' first command (docs/dissection.md), `layers --model resnet18`, works offline with an empty
     $TORCH_HOME: shapes do not depend on the weights."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("DISSECT_OFFLINE", "1")

@@ -1,6 +1,6 @@
 """Ground truth for directions, steering, TCAV and readout on a ToyWorld world the model never saw.
 
-Thresholds sit below the figures measured with the committed weights (docs: README "Directions").
+Thresholds sit below the figures measured with the committed weights (docs/directions.md).
 The issue's goal of cos ≥ 0.9 between the natural-probe mean direction and the paired-render
 direction does not hold (measured 0.86-0.88 on three worlds: sun co-occurs with the sea, boat,
 cloud and bird of its scenes); the test asserts 0.8 there and ≥ 0.95 where the contrast is paired.

@@ -21,7 +21,7 @@ from dissect.toyworld.model import DEFAULT_WEIGHTS, ToyWorldCNN, load_toyworld
 from dissect.toyworld.world import OBJECTS, RANGES, SCENE_NAMES, SCENES
 
 REPO = Path(__file__).resolve().parents[1]
-# measured 0.913 on 600 images of world 4242 (README "## ToyWorld"); assert with a margin
+# measured 0.913 on 600 images of world 4242 (docs/toyworld.md); assert with a margin
 MIN_SMALL_WORLD_ACC = 0.85
 
 

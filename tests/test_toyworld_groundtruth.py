@@ -1,7 +1,7 @@
 """Ground truth: dissecting the trained ToyWorld CNN finds the planted concepts, and zeroing
 the units of a scene's defining object breaks that scene only (Bau et al., PNAS 2020).
 
-Thresholds sit below the figures measured with the committed weights (README "## ToyWorld").
+Thresholds sit below the figures measured with the committed weights (docs/toyworld.md).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dissect.toyworld.groundtruth import (ablation_effect, concept_units, plante
 from dissect.toyworld.model import load_toyworld
 
 N_PROBE, PROBE_SEED = 400, 7          # a world the model never saw
-MIN_DETECTORS = 8                      # measured 11 (README "## ToyWorld")
+MIN_DETECTORS = 8                      # measured 11 (docs/toyworld.md)
 SUN_SCENES = ("beach", "sky")          # the scenes "sun" defines
 
 pytestmark = pytest.mark.slow

@@ -123,15 +123,17 @@ def _ablate(args: argparse.Namespace) -> int:
                             "(with --set and no units: accuracy only)")
     if not plan and (args.units or args.concept or args.invert):
         raise AblationError("give --layer NAME (list them with: python -m dissect layers --model M)")
-    if not plan and not layers and (args.rank or args.control):
-        raise AblationError("--rank / --control need a layer: give --layer NAME")
     from dissect.features.layer import parse_feature_layer
     feature_plan = {k: v for k, v in plan.items() if parse_feature_layer(k) is not None}
     plan = {k: v for k, v in plan.items() if k not in feature_plan}
     if feature_plan and (args.rank or args.control):
         raise AblationError("--rank / --control rank units, not features: give a layer of units")
-    sizes = {layer: check_units(lm, layer, units) for layer, units in plan.items()}
     layer = next(iter(plan), layers[0] if layers else None)   # the layer --rank/--control use
+    if (args.rank or args.control) and layer is None:
+        raise AblationError("--rank / --control need a layer: give --layer NAME")
+    sizes = {layer_: check_units(lm, layer_, units) for layer_, units in plan.items()}
+    if layer is not None and layer not in sizes and parse_feature_layer(layer) is None:
+        check_units(lm, layer, [])                          # an unknown --layer: one clear line
 
     lset = open_labelled_set(args.set, lm, seed=args.seed, limit=args.limit,
                              pair=args.pair, restyle=args.restyle) if args.set else None

@@ -56,6 +56,24 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_line(layer: str, units) -> str:
+    """One line: formulas kept vs fallen back, then the trust verdicts (as `run --null` prints
+    them), or how to get them: `conv6 formulas: 30 beat their single label on held-out images,
+    98 keep it; conv6: 128 significant (125 localised detectors, 3 co-occur only), 0 not
+    distinguishable from chance`."""
+    from dissect.trust.columns import summary_line as trust_line
+    has = units["formula"].astype(str) != "" if "formula" in units else units["unit"] < 0
+    fallback = units["formula_fallback"].astype(bool) if "formula_fallback" in units else has
+    kept = int((has & ~fallback).sum())
+    line = (f"{layer} formulas: {kept} beat their single label on held-out images, "
+            f"{int((has & fallback).sum())} keep it")
+    if "formula_p_value" in units and units["formula_p_value"].notna().any():
+        line += f"; formula_p_value <= 0.05 for {int((units['formula_p_value'] <= 0.05).sum())}"
+    trust = trust_line(layer, units)
+    return f"{line}; {trust}" if trust else (f"{line}; significance not measured (dissect with "
+                                             "--null for p-values)")
+
+
 def main(args: argparse.Namespace) -> int:
     from dissect.formulas.explain import check_options, explain_run
     from dissect.formulas.grammar import FormulaError, mentions, unknown_concept_message
@@ -74,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     summary = explain_run(run.path, layers, args.length, args.beam, args.null, args.seed,
                           units, args.heldout, not args.no_exact, progress=not args.quiet)
     print(report(summary), file=sys.stderr)
+    for layer in summary:
+        print(summary_line(layer, run.units(layer)), file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0

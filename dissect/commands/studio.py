@@ -1,6 +1,6 @@
 """dissect studio [--runs DIR] [--port 8501] [--address 127.0.0.1] [--default-run]
 
-Starts the Streamlit app (app.py next to the installed `dissect` package) on 127.0.0.1 unless
+Starts the Streamlit app (the checkout's app.py, or the installed dissect_studio/app.py) on 127.0.0.1 unless
 --address says otherwise. --default-run first builds the ToyWorld run when DIR has none.
 """
 from __future__ import annotations
@@ -27,14 +27,22 @@ def add_parser(sub) -> None:
 
 
 def app_path() -> Path:
-    """app.py: beside the `dissect` package, in a checkout and in site-packages alike."""
+    """app.py: the checkout's (beside the `dissect` package), else the installed
+    dissect_studio/app.py (`pip install .` ships the app under that one top-level name)."""
     import dissect
-    return Path(dissect.__file__).resolve().parent.parent / "app.py"
+    root = Path(dissect.__file__).resolve().parent.parent
+    for app in (root / "app.py", root / "dissect_studio" / "app.py"):
+        if app.is_file():
+            return app
+    return root / "dissect_studio" / "app.py"
 
 
 def studio_command(runs: str, port: int, address: str) -> list[str]:
     """The `streamlit run` command line (the same settings as .streamlit/config.toml)."""
-    return [sys.executable, "-m", "streamlit", "run", str(app_path()),
+    app = app_path()       # dissect_studio's __main__: streamlit with its imports warmed
+    return [sys.executable, str(app.parent / "dissect_studio" / "__main__.py")
+            if (app.parent / "dissect_studio" / "__main__.py").is_file()
+            else str(app.parent / "__main__.py"), "run", str(app),
             "--server.address", address, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--server.runOnSave", "false",

@@ -65,9 +65,26 @@ def edit_target(model: nn.Module, layer: str) -> Target:
         if isinstance(child, (nn.Conv2d, nn.Linear)):
             return edit_target(model, f"{layer}.{name}")
         break
+    hint = _enclosing_block(model, layer) or "a conv block such as conv5"
     raise RewriteError(f"layer '{layer}' is a {type(mod).__name__}, not a conv or linear layer "
-                       "(or a block that starts with one); choose e.g. a conv block such as conv5 "
+                       f"(or a block that starts with one); choose e.g. {hint} "
                        "(list them with: python -m dissect layers --model M)")
+
+
+def _enclosing_block(model: nn.Module, layer: str) -> str | None:
+    """The innermost block around `layer` whose first child is a conv / linear layer (so
+    `rewrite --layer conv6.2`, the ReLU inside block conv6, suggests conv6), or None."""
+    parts = layer.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            block = get_layer(model, name)
+        except Exception:   # noqa: BLE001 (any lookup failure: no such block)
+            continue
+        first = next(iter(block.children()), None)
+        if isinstance(first, (nn.Conv2d, nn.Linear)):
+            return f"the enclosing block {name}"
+    return None
 
 
 def layer_io(model: nn.Module, target: Target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -56,12 +57,40 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         raise RunError(f"--ray {address}: a cluster address is HOST:PORT (the one "
                        "`ray start --head` prints, port 6379 by default), or local[:N]")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        t0 = time.monotonic()
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.settimeout(max(0.2, 0.9 * timeout - (time.monotonic() - t0)))
+            speaks = _speaks_grpc(conn)
     except OSError as e:
         raise RunError(f"--ray {address}: no Ray cluster answered within {timeout:.0f} s "
                        f"({e.strerror or e}); start one with `ray start --head` on that machine, "
                        "check the address and firewall, or use --ray local:N") from None
+    if not speaks:
+        raise RunError(f"--ray {address}: something answers there, but not a Ray cluster (no "
+                       "gRPC reply); check the port (`ray start --head` prints the address, "
+                       "6379 by default), or use --ray local:N")
+
+
+# The HTTP/2 client preface and an empty SETTINGS frame. A Ray head's GCS is a gRPC (HTTP/2)
+# server: it answers with its own SETTINGS frame (type 0x4 in the 9-byte frame header). An HTTP/1
+# server, a database or a silent port answers otherwise, closes, or says nothing until the
+# timeout, and then ray.init would retry for ~30 s with a wall of C++ warnings.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _speaks_grpc(conn: socket.socket) -> bool:
+    """True when the peer on `conn` replies to an HTTP/2 preface with a SETTINGS frame."""
+    try:
+        conn.sendall(H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:                          # timeout or reset: not a gRPC server
+        return False
+    return head[3] == 0x04
 
 
 def start_local(cpus: int, attempts: int = 3) -> None:

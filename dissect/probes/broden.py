@@ -77,8 +77,10 @@ class BrodenProbe(ProbeSet):
                  split: str | None = None, limit: int | None = None, **_ignored):
         self.directory = Path(directory).expanduser().resolve()
         if not self.directory.is_dir():
-            raise ProbeError(f"Broden folder {self.directory} does not exist; pass "
-                             "--probe broden:DIR with the folder that holds index.csv")
+            raise ProbeError(f"Broden folder {self.directory} does not exist; download it with "
+                             f"`python -m dissect data broden --out {self.directory.parent}` "
+                             "(NetDissect's broden1_224.zip, ~1 GB), or pass --probe broden:DIR "
+                             "with the folder that holds index.csv")
         d = self.directory
         fix_fmt = "a Broden folder needs index.csv, category.csv, label.csv and c_<cat>.csv"
         cat_df = _read_csv(d / "category.csv", ["name"], fix_fmt)

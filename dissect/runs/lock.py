@@ -34,8 +34,9 @@ class RunLocked(RunError):
 class RunLock:
     """A held lock on one run folder (see `acquire`)."""
 
-    def __init__(self, run_dir: Path, fd: int):
+    def __init__(self, run_dir: Path, fd: int, created: bool = False):
         self.run_dir, self.path, self.fd = run_dir, run_dir / LOCK, fd
+        self.created = created          # this lock made the folder: drop it again if left empty
 
     def record(self, pid: int | None = None, cmd: list[str] | None = None) -> None:
         """Write who holds the lock (default: this process)."""
@@ -66,12 +67,30 @@ class RunLock:
         except OSError:
             pass
         self.detach()
+        if self.created:
+            _remove_if_empty(self.run_dir)
 
     def __enter__(self) -> "RunLock":
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove `folder` when it holds nothing but empty folders (a run that failed before its
+    first durable write leaves no trace in runs/)."""
+    try:
+        for d, subdirs, files in os.walk(folder, topdown=False):
+            if files:
+                return
+            for sub in subdirs:
+                if os.listdir(os.path.join(d, sub)):
+                    return
+                os.rmdir(os.path.join(d, sub))
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -118,6 +137,7 @@ def acquire(run_dir: str | os.PathLike, *, cmd: list[str] | None = None) -> RunL
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file, not a folder; pass a folder path")
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -141,7 +161,7 @@ def acquire(run_dir: str | os.PathLike, *, cmd: list[str] | None = None) -> RunL
             raise RunLocked(f"{run_dir} is being written by another run ({describe(info)}); "
                             "wait for it to finish or stop it, or pass another --out") from None
         if _same_file(fd, path):        # not a file its holder unlinked while we opened it
-            lock = RunLock(run_dir, fd)
+            lock = RunLock(run_dir, fd, created=created)
             lock.record(cmd=cmd)
             return lock
         os.close(fd)
