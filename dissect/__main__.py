@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DISSECT_OFFLINE"] = "1"
     args = build_parser().parse_args(argv)
     try:
+        from dissect.commands.ranges import check_ranges      # every numeric option, first
+        check_ranges(args, getattr(sys.modules.get(args.handler.__module__), "RANGES", None))
         rc = int(args.handler(args) or 0)
         sys.stdout.flush()       # a closed pipe shows here, inside the handler below
         return rc

@@ -60,5 +60,9 @@ class RewriteError(ValueError):
     """A bad rewrite request: layer, concept, exemplars, edit file; the message names the fix."""
 
 
-USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
+class OptionError(ValueError):
+    """A command-line option out of its range (checked before anything runs); names the fix."""
+
+
+USER_ERRORS = (OptionError, AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
                LayerError, RunError, FileNotFoundError, TraceError, RewriteError)

@@ -14,6 +14,9 @@ import json
 import sys
 
 
+RANGES = {"rank": (0, 10 ** 9)}    # 0: no importance ranking
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("ablate", help="switch units off (or set them) and measure the effect")
     p.add_argument("--model", default=None, help="model name (default: the --run's model)")

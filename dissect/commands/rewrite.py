@@ -70,6 +70,9 @@ def _config(args, **over):
 
 def main(args: argparse.Namespace) -> int:
     from dissect.errors import RewriteError
+    from dissect.runs.marker import prepare_out
+    check_options(args)
+    prepare_out(args.out, "edit", args.overwrite, clear=False)   # before any work: never a run
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
         from dissect.editing.memit import memit_from_file
@@ -86,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
     doc["out"] = str(out)
     doc["weights_file"] = str(out / "weights.safetensors")
     if args.json:
-        print(json.dumps(doc))
+        from dissect.runs.digest import dumps_finite
+        print(dumps_finite(doc, "the rewrite's result"))
         return 0
     f = result["figures"]
     print(f"{result['rule']} written into {result.get('weight', result.get('layers'))}; "

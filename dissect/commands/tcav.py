@@ -14,6 +14,9 @@ import sys
 from dissect.commands.direction import add_model_args, load
 
 
+RANGES = {"random": (2, 10_000)}   # a p-value needs random runs
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("tcav", help="TCAV: a concept's directional sensitivity for a class")
     add_model_args(p)

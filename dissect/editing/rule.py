@@ -212,9 +212,8 @@ def write_edit(result: dict, out: str | os.PathLike, source_weights: str | None 
     if src is not None and (src.parent == out or out in src.parents):
         raise RewriteError(f"--out {out} holds the original weights {src}; edited weights never "
                            "overwrite the original: choose another --out folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RewriteError(f"--out {out} already exists and is not empty; choose another folder "
-                           "or pass --overwrite")
+    from dissect.runs.marker import prepare_out, stamp
+    prepare_out(out, "edit", overwrite, clear=False)   # only an edit folder is ever replaced
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -224,8 +223,12 @@ def write_edit(result: dict, out: str | os.PathLike, source_weights: str | None 
                      "edit": {"rule": result["rule"], "layer": result["layer"],
                               "rank": result["rank"], "from": str(src) if src else lm.weights}})
         save_weights(lm.model, tmp / "weights.safetensors", meta)
-        (tmp / "edit.json").write_text(json.dumps(edit_json(result), indent=2) + "\n")
+        from dissect.editing.files import weights_digest
+        doc = dict(edit_json(result), weights_sha256=weights_digest(tmp / "weights.safetensors"))
+        (tmp / "edit.json").write_text(json.dumps(doc, indent=2) + "\n")
+        stamp(tmp, "edit")
         if out.exists():
+            prepare_out(out, "edit", overwrite, clear=False)
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:

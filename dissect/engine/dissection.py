@@ -114,14 +114,10 @@ def check_out(cfg: DissectConfig, out: Path, overwrite: bool) -> bool:
 
 
 def _clear(out: Path) -> None:
-    """Empty a run folder for --overwrite, keeping the lock file this process holds."""
-    for p in out.iterdir():
-        if p.name == LOCK:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+    """Empty a run folder for --overwrite, keeping the lock file this process holds; only a
+    folder that holds a run (dissect.runs.marker) is ever emptied."""
+    from dissect.runs.marker import remove
+    remove(out, "run", keep=(LOCK,))
 
 
 def open_cfg_probe(cfg: DissectConfig) -> ProbeSet:

@@ -77,10 +77,10 @@ def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The tensors of a weights file (safetensors or weights-only torch); ModelError naming the
+    file for anything else (a pickle, a truncated or binary file)."""
+    from dissect.models.checkpoint import read_checkpoint
+    return read_checkpoint(str(path))
 
 
 def load_toyworld(weights: str = "default", device: str = "cpu"):
@@ -104,7 +104,10 @@ def load_toyworld(weights: str = "default", device: str = "cpu"):
                              "use the default weights or retrain") from None
         side = sidecar_path(path)
         if side.is_file():
-            meta = json.loads(side.read_text())
+            from dissect.runs.safe import read_json
+            meta = read_json(side, side.parent, error=ModelError, owner="the weights",
+                             fix="delete it or save the weights again")
+            meta = meta if isinstance(meta, dict) else {}
             mean = tuple(meta.get("mean", mean))
             std = tuple(meta.get("std", std))
         label = "default" if path == DEFAULT_WEIGHTS else str(path)
