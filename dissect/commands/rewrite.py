@@ -12,7 +12,6 @@ L1,L2,...; reports how each rule's held-out accuracy holds as the number of rule
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -71,7 +70,6 @@ def _config(args, **over):
 def main(args: argparse.Namespace) -> int:
     from dissect.errors import RewriteError
     from dissect.runs.marker import prepare_out
-    check_options(args)
     prepare_out(args.out, "edit", args.overwrite, clear=False)   # before any work: never a run
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
