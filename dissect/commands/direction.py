@@ -59,6 +59,8 @@ def main(args: argparse.Namespace) -> int:
     from dissect.errors import DirectionError
     if args.method not in METHODS:
         raise DirectionError(f"--method {args.method}: use {', '.join(METHODS)}")
+    from dissect.runs.marker import prepare_out
+    prepare_out(args.out, "direction", overwrite=True, clear=False)   # never into a run folder
     lm = load(args)
     if args.positives or args.negatives:
         if not (args.positives and args.negatives):

@@ -29,6 +29,10 @@ _LEGACY = {"run": "run.json", "edit": "edit.json", "direction": "direction.json"
 KEEP = (".lock",)          # a run's lock file, held by the writer that clears the folder
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 class OverwriteRefused(RunError):
     """--overwrite pointed at a folder this command did not write."""
 
@@ -75,7 +79,7 @@ def describe(folder: str | os.PathLike) -> str:
     if kind is None:
         return "nothing"
     if kind != "other":
-        return f"a {kind} folder"
+        return f"{_a(kind)} folder"
     if not folder.is_dir() or folder.is_symlink():
         return "a file" if folder.is_file() else "something that is not a folder"
     try:
@@ -99,10 +103,10 @@ def prepare_out(out: str | os.PathLike, kind: str, overwrite: bool = False,
         return False
     if have != kind:
         raise OverwriteRefused(
-            f"{flag} {out} holds {describe(out)}, not a {kind} folder; --overwrite replaces "
-            f"only a {kind} folder this command wrote: choose another {flag}")
+            f"{flag} {out} holds {describe(out)}, not {_a(kind)} folder; --overwrite replaces "
+            f"only {_a(kind)} folder this command wrote: choose another {flag}")
     if not overwrite:
-        raise OverwriteRefused(f"{flag} {out} already holds a {kind} folder; choose another "
+        raise OverwriteRefused(f"{flag} {out} already holds {_a(kind)} folder; choose another "
                                f"{flag} or pass --overwrite to replace it")
     if clear:
         remove(out, kind)
@@ -113,7 +117,7 @@ def remove(folder: str | os.PathLike, kind: str, keep: tuple[str, ...] = KEEP) -
     """Empty `folder` (a `kind` folder, checked again here), keeping the names in `keep`."""
     folder = Path(folder)
     if kind_of(folder) != kind:
-        raise OverwriteRefused(f"{folder} holds {describe(folder)}, not a {kind} folder; "
+        raise OverwriteRefused(f"{folder} holds {describe(folder)}, not {_a(kind)} folder; "
                                "nothing removed")
     for p in folder.iterdir():
         if p.name in keep:

@@ -1,0 +1,491 @@
+"""Hardening, round 2 (issue 21): the hostile and careless cases, on the real commands (CLI)
+and through AppTest (pages). Each group is one root cause and its one mechanism:
+dissect.runs.safe (reader), dissect.runs.marker (--overwrite), studio.lab.confirm_model_file
+(code from a folder), dissect.models.fetch (caches, deadlines), dissect.runs.digest
+(checksums, finite JSON), dissect.commands.ranges (option ranges)."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dissect.__main__ import main
+from dissect.errors import DirectionError, FetchError, ModelError, RunError
+from dissect.runs.folder import list_runs, open_run
+from tests.localhttp import serve
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def err_line(capsys) -> str:
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if not l.startswith("note: ")]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    return rc, (err_line(capsys) if rc else capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def run18(tmp_path_factory, tiny_labelled_run) -> Path:
+    root = tmp_path_factory.mktemp("round2")
+    return tiny_labelled_run("layer4", root / "runs" / "r18", seed=2, labels={4: ("tree", 0.3)})
+
+
+@pytest.fixture()
+def runs(run18, tmp_path) -> Path:
+    """A fresh runs root holding a copy of the good run as runs/good."""
+    root = tmp_path / "runs"
+    shutil.copytree(run18, root / "good")
+    return root
+
+
+def _bad_run(root: Path, name: str, how: str, rel: str = "run.json") -> Path:
+    bad = root / name
+    shutil.copytree(root / "good", bad)
+    f = bad / rel
+    f.unlink()
+    if how == "dir":
+        f.mkdir()
+    elif how == "fifo":
+        os.mkfifo(f)
+    elif how == "zero":
+        f.symlink_to("/dev/zero")
+    elif how == "outside":
+        outside = root.parent / f"outside-{name}"
+        shutil.copy(root / "good" / rel, outside)
+        f.symlink_to(outside)
+    return bad
+
+
+# ---------------------------------------------------------------- 1. the one safe reader
+@pytest.mark.parametrize("how", ["dir", "fifo", "zero"])
+def test_bad_run_json_is_listed_damaged_and_breaks_no_other(runs, how):
+    _bad_run(runs, "bad", how)
+    t = time.monotonic()
+    listed = {r.name: r for r in list_runs(runs)}
+    assert set(listed) == {"good", "bad"} and time.monotonic() - t < 5
+    assert listed["good"].status == "complete" and listed["bad"].status == "damaged"
+    assert "run.json of run 'bad' cannot be read" in listed["bad"].damage
+    with pytest.raises(RunError, match="cannot be read"):
+        open_run(runs / "bad")
+
+
+@pytest.mark.parametrize("how, rel, says", [
+    ("fifo", "layers/layer4/units.csv", "FIFO"),
+    ("dir", "concepts.csv", "is a directory"),
+])
+def test_export_of_a_hostile_file_is_one_line_and_never_hangs(runs, how, rel, says):
+    _bad_run(runs, "bad", how, rel)
+    p = subprocess.run([sys.executable, "-m", "dissect", "export", str(runs / "bad"),
+                        "--format", "json", "--out", str(runs.parent / "x.json")], cwd=REPO,
+                       timeout=120, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-800:]
+    assert says in p.stderr and p.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("how", ["zero", "outside", "fifo"])
+def test_arrays_that_leave_the_folder_or_never_end_are_refused(runs, how):
+    _bad_run(runs, "bad", how, "layers/layer4/iou.npy")
+    run = open_run(runs / "bad")
+    with pytest.raises(RunError, match="layers/layer4/iou.npy of run 'bad' cannot be read: "
+                       + ("is a link that leaves its folder" if how != "fifo" else "is a FIFO")):
+        run.iou("layer4")
+    assert open_run(runs / "good").iou("layer4").ndim == 2
+
+
+def test_safe_reader_caps_bytes_before_parsing(tmp_path):
+    from dissect.runs import safe
+    (tmp_path / "big.json").write_bytes(b"[" + b"1," * 5000 + b"1]")
+    with pytest.raises(RunError, match="larger than"):
+        safe.read_json(tmp_path / "big.json", tmp_path, limit=1000)
+    (tmp_path / "nan.json").write_text('{"sigma": NaN}')
+    with pytest.raises(RunError, match="not valid JSON"):
+        safe.read_json(tmp_path / "nan.json", tmp_path)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(RunError, match="cannot be read"):
+        safe.read_npy(tmp_path / "obj.npy", tmp_path)          # allow_pickle=False
+
+
+# ---------------------------------------------------------------- 2. --overwrite and markers
+def test_rewrite_overwrite_refuses_a_run_folder_before_any_work(runs, capsys):
+    before = sorted(p.relative_to(runs) for p in (runs / "good").rglob("*"))
+    t = time.monotonic()
+    rc, err = cli(capsys, "rewrite", "--layer", "conv6", "--concept", "sea", "--style", "snow",
+                  "--out", runs / "good", "--overwrite")
+    assert rc == 2 and "holds a run folder, not an edit folder" in err
+    assert time.monotonic() - t < 20
+    assert sorted(p.relative_to(runs) for p in (runs / "good").rglob("*")) == before
+
+
+def test_rewrite_overwrite_refuses_any_other_folder(tmp_path, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    rc, err = cli(capsys, "rewrite", "--layer", "conv6", "--concept", "sea", "--style", "snow",
+                  "--out", home, "--overwrite")
+    assert rc == 2 and "a folder holding 1 entry (thesis.tex)" in err
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_marker_module_is_the_one_check(tmp_path):
+    from dissect.runs.marker import OverwriteRefused, kind_of, prepare_out, remove, stamp
+    out = tmp_path / "feat"
+    assert prepare_out(out, "features") is False           # missing: go ahead
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"x")
+    with pytest.raises(OverwriteRefused, match="holds a folder holding 1 entry"):
+        prepare_out(out, "features", overwrite=True)
+    stamp(out, "features")
+    assert kind_of(out) == "features"
+    with pytest.raises(OverwriteRefused, match="pass --overwrite"):
+        prepare_out(out, "features")
+    with pytest.raises(OverwriteRefused, match="holds a features folder, not a visualisation"):
+        prepare_out(out, "visualisation", overwrite=True)
+    with pytest.raises(OverwriteRefused):
+        remove(out, "edit")
+    assert prepare_out(out, "features", overwrite=True) is True and list(out.iterdir()) == []
+
+
+def test_trace_out_refuses_a_folder(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    rc, err = cli(capsys, "trace", "--model", "toyworld", "--concept", "sun", "--probe",
+                  "toyworld:8", "--out", tmp_path / "d")
+    assert rc == 2 and "names the JSON FILE" in err
+    (tmp_path / "notes.txt").write_text("mine")
+    rc, err = cli(capsys, "trace", "--model", "toyworld", "--concept", "sun", "--probe",
+                  "toyworld:8", "--out", tmp_path / "notes.txt")
+    assert rc == 2 and "did not write" in err and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_direction_out_refuses_a_run_folder(runs, capsys):
+    rc, err = cli(capsys, "direction", "--layer", "conv6", "--concept", "sun", "--probe",
+                  "toyworld:12", "--out", runs / "good")
+    assert rc == 2 and "holds a run folder" in err
+
+
+# ---------------------------------------------------------------- 3. no page imports code unasked
+def _evil(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "IMPORTED"
+    evil = tmp_path / "net.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('x')\nimport torchvision\n"
+                    "def build():\n    return torchvision.models.resnet18()\n")
+    return evil, marker
+
+
+def test_directions_page_asks_before_importing_a_runs_model_file(runs, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    evil, marker = _evil(tmp_path)
+    info = json.loads((runs / "good" / "run.json").read_text())
+    info["config"]["model"] = f"{evil}:build"
+    (runs / "good" / "run.json").write_text(json.dumps(info))
+    monkeypatch.setenv("DISSECT_RUNS", str(runs))
+    at = AppTest.from_file(str(REPO / "pages" / "directions.py"), default_timeout=240)
+    at.session_state["run"] = "good"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(str(evil) in w.value and "runs it inside this server" in w.value
+               for w in at.warning)
+    assert not marker.exists()
+    at.button(key="abl_trust_file").click().run()
+    assert marker.exists()                       # only after the user confirmed
+
+
+def test_every_load_model_reachable_from_a_page_is_guarded():
+    """Walk pages/ and studio/: each load_model call passes allow_file (the confirmation)."""
+    calls = []
+    for f in sorted([*(REPO / "pages").glob("*.py"), *(REPO / "studio").glob("*.py")]):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id",
+                                                      getattr(node.func, "attr", "")) == "load_model":
+                calls.append((f.name, node.lineno, {k.arg for k in node.keywords}))
+    assert calls, "no load_model call found"
+    assert all("allow_file" in kw for _f, _l, kw in calls), calls
+
+
+# ---------------------------------------------------------------- 4. caches keyed by what they hold
+def test_weights_cache_is_keyed_by_the_full_url(tmp_path, monkeypatch):
+    from dissect.models.fetch import fetch_weights
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    blobs = {}
+    for name, m in (("a", a), ("b", b)):
+        buf = io.BytesIO()
+        torch.save(m.state_dict(), buf)
+        blobs[f"/{name}/model.pth"] = buf.getvalue()
+    with serve(blobs) as srv:
+        pa, pb = fetch_weights(srv.url("/a/model.pth"), progress=False), \
+            fetch_weights(srv.url("/b/model.pth"), progress=False)
+    assert pa != pb and pa.name.endswith("-model.pth")
+    assert torch.equal(torch.load(pb, weights_only=True)["weight"], b.weight)
+    rec = json.loads(pb.with_name(pb.name + ".source.json").read_text())
+    assert rec["url"].endswith("/b/model.pth") and rec["size"] == pb.stat().st_size
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+    return buf.getvalue()
+
+
+def test_broden_zip_is_tied_to_its_url_and_a_bad_one_names_where_it_came_from(tmp_path, capsys,
+                                                                               monkeypatch):
+    from dissect.probes.synthetic_broden import make_synthetic_broden
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+    src = tmp_path / "src" / "broden1_224"
+    make_synthetic_broden(src, n=6, image_size=32, mask_size=16, seed=1)
+    good = _zip({f"broden1_224/{p.relative_to(src)}": p.read_bytes()
+                 for p in sorted(src.rglob("*")) if p.is_file()})
+    fake = _zip({"broden1_224/index.csv": b"image,split\nnope.jpg,train\n"})
+    out = tmp_path / "data"
+    with serve({"/a/broden1_224.zip": fake, "/b/broden1_224.zip": good}) as srv:
+        rc, err = cli(capsys, "data", "broden", "--out", out, "--url", srv.url("/a/broden1_224.zip"),
+                      "--quiet", "--keep-zip")
+        assert rc == 2 and "/a/broden1_224.zip" in err and "/b/" not in err
+        assert not (out / "broden1_224.zip").exists()          # a bad zip never serves again
+        rc, _out = cli(capsys, "data", "broden", "--out", out, "--url",
+                       srv.url("/b/broden1_224.zip"), "--quiet")
+        assert rc == 0 and srv.requests[-1][0] == "/b/broden1_224.zip"
+
+
+def test_a_cached_zip_from_another_url_is_not_reused(tmp_path, monkeypatch):
+    from dissect.models.fetch import fetch
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+    with serve({"/a/x.zip": b"A" * 100, "/b/x.zip": b"B" * 120}) as srv:
+        fetch(srv.url("/a/x.zip"), tmp_path / "x.zip", progress=False)
+        assert fetch(srv.url("/b/x.zip"), tmp_path / "x.zip", progress=False).read_bytes() \
+            == b"B" * 120
+
+
+# ---------------------------------------------------------------- 5. checksums, finite JSON
+def _direction(tmp_path: Path, name: str = "d") -> Path:
+    from dissect.directions.concept import Direction, save_direction
+    v = torch.zeros(128)
+    v[0] = 1
+    d = Direction(v, "conv6", "sun", "mean", "max", 0.97, 3.0, 2.0, "toyworld", "default", 20, 30,
+                  unit_auroc=torch.linspace(0, 1, 128))
+    return save_direction(d, tmp_path / name)
+
+
+@pytest.mark.parametrize("tamper, says", [
+    (lambda m: m.update(sigma=-m["sigma"]), "sigma is -2.0"),
+    (lambda m: m.update(sigma=1.5), "fails its checksum"),
+    (lambda m: m.pop("layer"), "key 'layer' is missing"),
+    (lambda m: m.update(sigma="2"), "key 'sigma' is '2'"),
+    ("nan", "not valid JSON"),
+    ("list", "JSON list, not an object"),
+    ("pickle", "not valid JSON"),
+    ("tensor", "shape [16, 8]"),
+])
+def test_tampered_direction_is_one_line(tmp_path, capsys, tamper, says):
+    from safetensors.torch import save_file
+    d = _direction(tmp_path)
+    meta = json.loads((d / "direction.json").read_text())
+    if tamper == "nan":
+        text = json.dumps(meta).replace('"sigma": 2.0', '"sigma": NaN')
+    elif tamper == "list":
+        text = "[1, 2, 3]"
+    elif tamper == "pickle":
+        (d / "direction.json").write_bytes(pickle.dumps(meta))
+        text = None
+    elif tamper == "tensor":
+        save_file({"direction": torch.ones(16, 8)}, str(d / "direction.safetensors"))
+        text = json.dumps(meta)
+    else:
+        tamper(meta)
+        text = json.dumps(meta)
+    if text is not None:
+        (d / "direction.json").write_text(text)
+    rc, err = cli(capsys, "steer", "--direction", d, "--set", "toyworld:6", "--json")
+    assert rc == 2 and says in err, err
+
+
+def test_json_output_is_finite_or_the_command_fails():
+    from dissect.runs.digest import dumps_finite
+    assert json.loads(dumps_finite({"a": [1.0, 2]})) == {"a": [1.0, 2]}
+    with pytest.raises(RunError, match=r"at 'classes\[0\].p_mean\[1\]'"):
+        dumps_finite({"classes": [{"p_mean": [0.1, float("nan")]}]})
+
+
+def _explained(run18: Path, tmp_path: Path, capsys) -> Path:
+    run = tmp_path / "ex"
+    shutil.copytree(run18, run)
+    assert main(["explain", "--run", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    return run
+
+
+def test_zeroed_labels_fail_their_checksum_and_explain_rebuilds_them(run18, tmp_path, capsys):
+    from dissect.formulas.labels import LabelIndex
+    run = _explained(run18, tmp_path, capsys)
+    first = open_run(run).units("layer4")["formula_iou"].to_numpy()
+    with np.load(run / "labels.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    assert arrays["bits"].any()
+    arrays["bits"][:] = 0                                   # counts and meta intact
+    np.savez(run / "labels.npz", **arrays)
+    with pytest.raises(RunError, match="labels.npz of run 'ex' fails its checksum"):
+        LabelIndex.load(run / "labels.npz")
+    assert main(["explain", "--run", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
+    again = open_run(run).units("layer4")["formula_iou"].to_numpy()
+    assert np.allclose(first.astype(float), again.astype(float), equal_nan=True)
+    assert (again.astype(float) > 0).any()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "range"])
+def test_truncated_or_out_of_range_labels_are_named(run18, tmp_path, capsys, damage):
+    from dissect.formulas.labels import LabelIndex
+    run = _explained(run18, tmp_path, capsys)
+    p = run / "labels.npz"
+    if damage == "truncate":
+        p.write_bytes(p.read_bytes()[:200])
+        match = "labels.npz of run 'ex' cannot be read"
+    else:
+        from dissect.runs.digest import digest
+        with np.load(p) as z:
+            a = {k: z[k] for k in z.files if k != "sha256"}
+        a["entry_img"] = a["entry_img"] + 10_000
+        np.savez(p, **a, sha256=np.array(digest(a)))       # a consistent checksum, bad ranges
+        match = "entries do not fit"
+    with pytest.raises(RunError, match=match):
+        LabelIndex.load(p)
+
+
+# ---------------------------------------------------------------- 6. download deadlines
+def test_slow_server_fails_by_the_minimum_rate(tmp_path, monkeypatch):
+    from dissect.models.fetch import fetch
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+    monkeypatch.setenv("DISSECT_DOWNLOAD_MIN_RATE", "1000")
+    monkeypatch.setenv("DISSECT_DOWNLOAD_WINDOW", "1")
+    with serve({"/slow.bin": b"x" * 5000}) as srv:
+        srv.throttle, srv.chunk = 0.05, 1                  # ~20 bytes/s
+        t = time.monotonic()
+        with pytest.raises(FetchError, match="too slow: .* below --download-min-rate 1000"):
+            fetch(srv.url("/slow.bin"), tmp_path / "slow.bin", progress=False)
+        assert time.monotonic() - t < 8
+
+
+def test_overall_deadline(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+    monkeypatch.delenv("DISSECT_DOWNLOAD_DEADLINE", raising=False)
+    with serve({"/d/broden1_224.zip": b"x" * 400_000}) as srv:
+        srv.throttle, srv.chunk = 0.02, 4096               # ~200 kB/s: fast enough, too long
+        t = time.monotonic()
+        rc, err = cli(capsys, "data", "broden", "--out", tmp_path, "--url",
+                      srv.url("/d/broden1_224.zip"), "--quiet", "--download-deadline", "1")
+        assert rc == 2 and "passed its deadline of 1 s" in err and time.monotonic() - t < 8
+    os.environ.pop("DISSECT_DOWNLOAD_DEADLINE", None)
+
+
+def test_a_server_lying_about_its_length_is_a_failed_download(tmp_path, monkeypatch):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    from dissect.models.fetch import fetch
+    monkeypatch.delenv("DISSECT_OFFLINE", raising=False)
+
+    class Liar(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2000")          # sends 1000
+            self.end_headers()
+            self.wfile.write(b"y" * 1000)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/f.bin"
+    try:
+        with pytest.raises(FetchError, match="run the same command again"):
+            fetch(url, tmp_path / "f.bin", progress=False)      # could be a cut: resumable
+        for _ in range(2):                                      # the same short end: a liar
+            with pytest.raises(FetchError, match="misstates the length"):
+                fetch(url, tmp_path / "f.bin", progress=False)
+        assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# ---------------------------------------------------------------- 7. option ranges
+@pytest.mark.parametrize("argv, says", [
+    (["trace", "--model", "toyworld", "--concept", "sun", "--probe", "toyworld:8",
+      "--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    (["trace", "--model", "toyworld", "--concept", "sun", "--probe", "toyworld:8",
+      "--limit", "0"], "--limit 0 must be at least 1"),
+    (["trace", "--model", "toyworld", "--concept", "sun", "--probe", "toyworld:8",
+      "--limit", "-3"], "--limit -3 must be at least 1"),
+    (["steer", "--direction", "D", "--set", "toyworld:4", "--random", "-3"],
+     "--random -3 must be at least 0"),
+    (["steer", "--direction", "D", "--set", "toyworld:4", "--alpha=--"],
+     "give at least one number"),
+    (["tcav", "--layer", "conv6", "--concept", "sun", "--target", "beach", "--set",
+      "toyworld:4", "--sample", "0"], "--sample 0 must be at least 1"),
+    (["rewrite", "--layer", "conv6", "--concept", "sea", "--style", "snow", "--rank", "100000",
+      "--out", "OUT"], "--rank 100000 must be at most 4,096"),
+    (["run", "--model", "resnet18", "--layer", "layer4", "--probe", "toyworld:4",
+      "--quantile", "nan", "--out", "OUT"], "must be a finite number"),
+])
+def test_numeric_options_are_checked_before_anything_runs(tmp_path, capsys, argv, says):
+    d = _direction(tmp_path)
+    argv = [str(d) if a == "D" else str(tmp_path / "o") if a == "OUT" else a for a in argv]
+    t = time.monotonic()
+    rc, err = cli(capsys, *argv)
+    assert rc == 2 and says in err and time.monotonic() - t < 20, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x00\xff\xfe binary \x89PNG", "is not text"),
+    (b'{"concept": "sea", "style": "snow", "exemplars": true}\n', "'exemplars' must be a int"),
+    (b'{"concept": "sea", "style": "snow", "exemplars": 1000000}\n', "between 1 and 10,000"),
+])
+def test_bad_edits_file_is_one_line(tmp_path, capsys, content, says):
+    (tmp_path / "e.jsonl").write_bytes(content)
+    rc, err = cli(capsys, "rewrite", "--layer", "conv5,conv6", "--edits", tmp_path / "e.jsonl",
+                  "--out", tmp_path / "o")
+    assert rc == 2 and says in err, err
+
+
+@pytest.mark.parametrize("toml, says", [
+    (b"\x00\x01\xff\xfe", "cannot read it as TOML"),
+    (b'[[run]]\nmodel = "resnet18"\nlayers = "layer4"\nprobe = "toyworld:4"\nbatch_size = 0\n',
+     "batch_size 0 must be at least 1"),
+    (b'[[run]]\nmodel = "resnet18"\nlayers = "layer4"\nprobe = "toyworld:4"\nbatch_size = "x"\n',
+     "'batch_size' must be an int"),
+    (b'[[run]]\nmodel = "resnet18"\nlayers = 5\nprobe = "toyworld:4"\n', "'layers' must be"),
+    (b'[[run]]\nmodel = "resnet18"\nlayers = "layer4"\nprobe = "toyworld:4"\nquantile = 2.0\n',
+     "quantile 2.0 must be"),
+])
+def test_sweep_toml_values_are_checked_before_ray(tmp_path, capsys, monkeypatch, toml, says):
+    import dissect.engine.distributed as dist
+    monkeypatch.setattr(dist, "ray_cluster", lambda *a, **k: pytest.fail("Ray started"))
+    (tmp_path / "s.toml").write_bytes(toml)
+    rc, err = cli(capsys, "sweep", "--ray", "local:1", "--runs", tmp_path / "s.toml",
+                  "--out-root", tmp_path / "o")
+    assert rc == 2 and says in err, err
+
+
+def test_toyworld_weights_given_a_pickle(tmp_path, capsys):
+    (tmp_path / "w.pth").write_bytes(pickle.dumps({"conv1.weight": object()}))
+    rc, err = cli(capsys, "toyworld", "eval", "--weights", tmp_path / "w.pth", "--n", "4")
+    assert rc == 2 and "w.pth" in err and "Traceback" not in err
