@@ -106,8 +106,8 @@ with tab_rw:
                                         type="primary", key="ed_run"):
         start_job(job, cmd)
     from dissect.editing.files import read_edit, read_trace
-    from studio.guard import shown
-    doc = shown(read_edit, out) if state == "done" else None     # checked, never a traceback
+    from studio.guard import shown as guarded
+    doc = guarded(read_edit, out) if state == "done" else None     # checked, never a traceback
     if doc is not None:
         f = doc["figures"]
         m = st.columns(3)
@@ -149,7 +149,7 @@ with tab_tr:
              "--corrupt", t_corrupt, "--layers", ",".join(t_layers), "--out", str(t_out)]
     if t_layers and t_state != "running" and st.button("Trace", type="primary", key="tr_run"):
         start_job(t_job, t_cmd)
-    doc = shown(read_trace, t_out) if t_state == "done" else None
+    doc = guarded(read_trace, t_out) if t_state == "done" else None
     if doc is not None:
         st.caption(f"{doc['images']} images showing {t_concept}; p(clean top class) "
                    f"{doc['p_clean']:.3f} clean, {doc['p_corrupt']:.3f} corrupted ({t_corrupt}).")

@@ -328,7 +328,7 @@ def test_json_output_is_finite_or_the_command_fails():
 def _explained(run18: Path, tmp_path: Path, capsys) -> Path:
     run = tmp_path / "ex"
     shutil.copytree(run18, run)
-    assert main(["explain", "--run", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
+    assert main(["explain", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
     capsys.readouterr()
     return run
 
@@ -344,7 +344,7 @@ def test_zeroed_labels_fail_their_checksum_and_explain_rebuilds_them(run18, tmp_
     np.savez(run / "labels.npz", **arrays)
     with pytest.raises(RunError, match="labels.npz of run 'ex' fails its checksum"):
         LabelIndex.load(run / "labels.npz")
-    assert main(["explain", "--run", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
+    assert main(["explain", str(run), "--length", "2", "--beam", "2", "--quiet"]) == 0
     again = open_run(run).units("layer4")["formula_iou"].to_numpy()
     assert np.allclose(first.astype(float), again.astype(float), equal_nan=True)
     assert (again.astype(float) > 0).any()
@@ -489,3 +489,96 @@ def test_toyworld_weights_given_a_pickle(tmp_path, capsys):
     (tmp_path / "w.pth").write_bytes(pickle.dumps({"conv1.weight": object()}))
     rc, err = cli(capsys, "toyworld", "eval", "--weights", tmp_path / "w.pth", "--n", "4")
     assert rc == 2 and "w.pth" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the app: one bad folder breaks nothing
+def _app(root: Path, monkeypatch, run: str, page: str | None = None):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("DISSECT_RUNS", str(root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params["run"] = run
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("how", ["dir", "fifo", "zero"])
+def test_one_hostile_run_json_breaks_no_page(runs, monkeypatch, how):
+    _bad_run(runs, "bad", how)
+    for run, page in (("good", None), ("good", "pages/unit_browser.py"), ("bad", None),
+                      ("bad", "pages/unit_browser.py")):
+        t = time.monotonic()
+        at = _app(runs, monkeypatch, run, page)
+        assert not at.exception, [e.value for e in at.exception]
+        assert time.monotonic() - t < 60
+        if run == "bad":
+            assert "cannot be read" in at.title[0].value
+            assert not any(str(runs) in e.value for e in at.error)
+        else:
+            assert "cannot be read" not in at.title[0].value
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_in_units_csv_break_no_page(runs, monkeypatch, value):
+    import pandas as pd
+    bad = runs / "bad"
+    shutil.copytree(runs / "good", bad)
+    units = bad / "layers" / "layer4" / "units.csv"
+    df = pd.read_csv(units, keep_default_na=False)
+    df["iou"], df["threshold"] = df["iou"].astype(object), df["threshold"].astype(object)
+    df.loc[0, "iou"] = value
+    df.loc[1, "threshold"] = value
+    df.to_csv(units, index=False)
+    for page in (None, "pages/unit_browser.py", "pages/unit_detail.py", "pages/compare.py",
+                 "pages/export.py"):
+        at = _app(runs, monkeypatch, "bad", page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_a_damaged_saved_direction_does_not_take_down_the_lab(runs, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    d = runs / "directions"
+    _direction(d, "fine")
+    (d / "broken").mkdir()
+    (d / "broken" / "direction.json").write_text('{"layer": 3}')
+    (d / "broken" / "direction.safetensors").write_bytes(b"junk")
+    (d / "dir").mkdir()
+    (d / "dir" / "direction.json").mkdir()
+    monkeypatch.setenv("DISSECT_RUNS", str(runs))
+    at = AppTest.from_file(str(REPO / "pages" / "ablation_lab.py"), default_timeout=240)
+    at.session_state["run"] = "good"
+    at.session_state["layer"] = "layer4"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("dissection" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("damage", ["dir", "shape", "swapped"])
+def test_a_damaged_edit_json_is_one_error_on_the_edit_page(tmp_path, monkeypatch, damage):
+    from streamlit.testing.v1 import AppTest
+    from dissect.editing.files import weights_digest
+    edit = tmp_path / "edits" / "sea-snow-conv6-beach-1-r1"
+    edit.mkdir(parents=True)
+    if damage == "dir":
+        (edit / "edit.json").mkdir()
+    else:
+        (edit / "weights.safetensors").write_bytes(b"weights")
+        doc = {"figures": {"clean_acc_before": 0.9, "clean_acc_after": 0.8}, "heldout": [],
+               "weights_sha256": weights_digest(edit / "weights.safetensors")}
+        if damage == "shape":
+            doc["figures"] = [1, 2]
+        else:
+            (edit / "weights.safetensors").write_bytes(b"other weights")
+        (edit / "edit.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("DISSECT_EDITS", str(tmp_path / "edits"))
+    monkeypatch.setenv("DISSECT_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(REPO / "pages" / "edit.py"), default_timeout=120)
+    at.run()
+    at.number_input(key="ed_n").set_value(1).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("edit 'sea-snow-conv6-beach-1-r1'" in e and "run the rewrite again" in e
+               for e in errors), errors
+    assert not any("dissection" in e for e in errors)

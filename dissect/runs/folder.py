@@ -120,12 +120,15 @@ class Run:
         missing = [c for c in ("unit", "category", "label", "iou") if c not in df.columns]
         bad = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
                and _not_numbers(df[c], allow_nan=c != "unit")]
-        if missing or bad:
+        inf = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
+               and not bad and np.isinf(pd.to_numeric(df[c], errors="coerce")).any()]
+        if missing or bad or inf:
             what = (f"has no column {', '.join(missing)}" if missing
-                    else f"has non-numbers in column {', '.join(bad)}")
+                    else f"has non-numbers in column {', '.join(bad)}" if bad
+                    else f"has an infinite number in column {', '.join(inf)}")
             raise RunError(f"layers/{layer}/units.csv of run '{self.name}' {what}; "
                            f"{repair_hint(self.path)}")
-        return df
+        return _numeric(df)
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
@@ -153,6 +156,22 @@ class Run:
         """float32 [units]: T_k."""
         return self.units(layer)["threshold"].to_numpy(np.float32)
 
+
+
+_TEXT = ("label", "category", "formula", "formula_exact", "concept_name", "name")
+
+
+def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns that hold only numbers, "" or "nan" as numbers (NaN for the empty ones): a
+    hand-edited "nan" never leaves a column of strings for a page to compare with floats."""
+    for c in df.columns:
+        if c in _TEXT or pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        blank = df[c].astype(str).str.strip().str.lower().isin(["", "nan"])
+        if num.notna().any() and (num.notna() | blank).all():
+            df[c] = num
+    return df
 
 
 def _not_numbers(col: pd.Series, allow_nan: bool) -> bool:
