@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         from dissect.commands.ranges import check_ranges      # every numeric option, first
-        check_ranges(args, getattr(sys.modules.get(args.handler.__module__), "RANGES", None))
+        check_ranges(args, getattr(sys.modules.get(args.handler.__module__), "RANGES", None),
+                     flags=_flag_names(parser))
         rc = int(args.handler(args) or 0)
         sys.stdout.flush()       # a closed pipe shows here, inside the handler below
         return rc
@@ -103,6 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> its long option (`lam` -> `--lambda`), over every subcommand."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for k, v in _flag_names(sub).items():
+                    names.setdefault(k, v)
+        elif action.option_strings:
+            names.setdefault(action.dest, max(action.option_strings, key=len))
+    return names
 
 
 def _quiet_stdout() -> None:

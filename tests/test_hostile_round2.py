@@ -443,7 +443,9 @@ def test_a_server_lying_about_its_length_is_a_failed_download(tmp_path, monkeypa
     (["rewrite", "--layer", "conv6", "--concept", "sea", "--style", "snow", "--rank", "100000",
       "--out", "OUT"], "--rank 100000 must be at most 4,096"),
     (["run", "--model", "resnet18", "--layer", "layer4", "--probe", "toyworld:4",
-      "--quantile", "nan", "--out", "OUT"], "must be a finite number"),
+      "--quantile", "nan", "--out", "OUT"], "--quantile nan must be between 0 and 1"),
+    (["rewrite", "--layer", "conv6", "--concept", "sea", "--style", "snow", "--lambda", "inf",
+      "--out", "OUT"], "--lambda inf must be a finite number"),
 ])
 def test_numeric_options_are_checked_before_anything_runs(tmp_path, capsys, argv, says):
     d = _direction(tmp_path)

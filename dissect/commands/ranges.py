@@ -40,6 +40,9 @@ def check_value(flag: str, value: Any, low: float | None, high: float | None) ->
     """OptionError unless low <= value <= high (and finite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if isinstance(value, float) and low is not None and high is not None and \
+            not (math.isfinite(value) and low <= value <= high):
+        raise OptionError(f"{flag} {value} must be between {low:g} and {high:g}")
     if isinstance(value, float) and not math.isfinite(value):
         raise OptionError(f"{flag} {value} must be a finite number")
     if low is not None and value < low:
@@ -48,16 +51,19 @@ def check_value(flag: str, value: Any, low: float | None, high: float | None) ->
         raise OptionError(f"{flag} {value} must be at most {high:,}")
 
 
-def check_ranges(args: argparse.Namespace, extra: dict | None = None) -> None:
-    """Check every numeric option of `args` against RANGES (narrowed by `extra`)."""
+def check_ranges(args: argparse.Namespace, extra: dict | None = None,
+                 flags: dict[str, str] | None = None) -> None:
+    """Check every numeric option of `args` against RANGES (narrowed by `extra`); `flags`
+    names each dest's option for the message (default: --dest-with-dashes)."""
     table = {**RANGES, **(extra or {})}
+    flag = (lambda d: (flags or {}).get(d) or _flag(d))   # noqa: E731
     for dest, value in sorted(vars(args).items()):
         if dest in ("handler",) or isinstance(value, bool):
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionError(f"{_flag(dest)} {value} must be a finite number")
         if dest in table:
-            check_value(_flag(dest), value, *table[dest])
+            check_value(flag(dest), value, *table[dest])
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(f"{flag(dest)} {value} must be a finite number")
 
 
 __all__ = ["RANGES", "check_ranges", "check_value", "OptionError"]
