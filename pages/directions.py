@@ -61,7 +61,8 @@ def get_set(name, weights, spec, require="", exclude=""):
     from dissect.interventions.labelled import open_labelled_set
     from dissect.directions.presence import select
     from studio.lab import LAB_MAX_SET
-    lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET)
+    lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET,
+                             list_folders=False)
     names = lambda t: [s.strip() for s in t.split(",") if s.strip()]   # noqa: E731
     return select(lset, names(require), names(exclude))
 

@@ -584,3 +584,19 @@ def test_a_damaged_edit_json_is_one_error_on_the_edit_page(tmp_path, monkeypatch
     assert any("edit 'sea-snow-conv6-beach-1-r1'" in e and "run the rewrite again" in e
                for e in errors), errors
     assert not any("dissection" in e for e in errors)
+
+
+def test_the_apps_set_errors_never_list_the_servers_folders(tmp_path):
+    from dissect.errors import AblationError
+    from dissect.interventions.labelled import open_labelled_set
+    from dissect.models.registry import load_model
+    (tmp_path / "secret-project").mkdir()
+    lm = load_model("toyworld", "default")
+    with pytest.raises(AblationError) as e:
+        open_labelled_set(f"folder:{tmp_path}", lm, list_folders=False)
+    assert "secret-project" not in str(e.value) and "rename the folders" in str(e.value)
+    for f in ("studio/lab.py", "pages/directions.py"):     # every set the server opens
+        calls = [n for n in ast.walk(ast.parse((REPO / f).read_text()))
+                 if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "open_labelled_set"]
+        assert calls and all(any(k.arg == "list_folders" and k.value.value is False
+                                 for k in c.keywords) for c in calls), f
