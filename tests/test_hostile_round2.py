@@ -600,3 +600,21 @@ def test_the_apps_set_errors_never_list_the_servers_folders(tmp_path):
                  if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "open_labelled_set"]
         assert calls and all(any(k.arg == "list_folders" and k.value.value is False
                                  for k in c.keywords) for c in calls), f
+
+
+def test_swapped_edit_weights_are_refused_where_they_are_loaded(tmp_path, capsys):
+    from dissect.editing.files import weights_digest
+    from dissect.toyworld.model import DEFAULT_WEIGHTS
+    edit = tmp_path / "edit"
+    edit.mkdir()
+    shutil.copy(DEFAULT_WEIGHTS, edit / "weights.safetensors")
+    doc = {"figures": {"clean_acc_before": 0.9, "clean_acc_after": 0.9},
+           "weights_sha256": weights_digest(edit / "weights.safetensors")}
+    (edit / "edit.json").write_text(json.dumps(doc))
+    rc, out = cli(capsys, "toyworld", "eval", "--weights", edit / "weights.safetensors",
+                  "--n", "4", "--json")
+    assert rc == 0 and 0 <= json.loads(out)["accuracy"] <= 1
+    doc["weights_sha256"] = "0" * 64                   # the weights no longer match
+    (edit / "edit.json").write_text(json.dumps(doc))
+    rc, err = cli(capsys, "toyworld", "eval", "--weights", edit / "weights.safetensors", "--n", "4")
+    assert rc == 2 and "fails the checksum" in err

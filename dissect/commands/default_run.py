@@ -7,7 +7,6 @@ complete run exists it returns at once (no torch import).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,10 @@ def complete_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        f = d / "run.json"
-        if f.is_file():
+        if (d / "run.json").is_file():
+            from dissect.runs.schema import read_info
             try:
-                if json.loads(f.read_text()).get("status") == "complete":
+                if read_info(d).get("status") == "complete":     # dissect.runs.safe
                     out.append(d)
             except (OSError, ValueError):
                 continue

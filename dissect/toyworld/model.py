@@ -83,6 +83,19 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(str(path))
 
 
+def _check_edit(path: Path) -> None:
+    """An edit folder's weights (EDIT/weights.safetensors) must match the hash its edit.json
+    records (dissect.editing.files); ModelError naming both otherwise."""
+    if path.name != "weights.safetensors" or not (path.parent / "edit.json").is_file():
+        return
+    from dissect.editing.files import read_edit
+    from dissect.errors import ModelError
+    try:
+        read_edit(path.parent)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+
+
 def load_toyworld(weights: str = "default", device: str = "cpu"):
     """The ToyWorld CNN as a LoadedModel: weights "default"/"DEFAULT", "none" or a file path."""
     from dissect.models.loaded import LoadedModel
@@ -97,6 +110,7 @@ def load_toyworld(weights: str = "default", device: str = "cpu"):
         if not path.is_file():
             raise ModelError(f"ToyWorld weights '{path}' not found: train them with "
                              "`python -m dissect toyworld train` or pass --weights none")
+        _check_edit(path)
         try:
             model.load_state_dict(load_state(path))
         except (RuntimeError, KeyError, ValueError) as e:
