@@ -87,8 +87,8 @@ def _eval(args: argparse.Namespace) -> int:
     lm = load_toyworld(args.weights, "cpu")
     acc, per = evaluate(lm.model, args.seed, args.n)
     if args.json:
-        print(_dumps({"accuracy": acc, "seed": args.seed, "images": args.n,
-                          "per_class": per}))
+        per = {k: (v if v == v else None) for k, v in per.items()}   # null: no image of it
+        print(_dumps({"accuracy": acc, "seed": args.seed, "images": args.n, "per_class": per}))
     else:
         print(f"accuracy {acc:.4f} on {args.n} images of world seed {args.seed}")
         for name, a in per.items():

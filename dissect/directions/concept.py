@@ -66,7 +66,9 @@ class Direction:
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "concept": self.concept, "method": self.method,
-                "pooling": self.pooling, "auroc_heldout": round(self.auroc_heldout, 6),
+                "pooling": self.pooling,     # null: the held-out half could not score it
+                "auroc_heldout": round(self.auroc_heldout, 6) if np.isfinite(self.auroc_heldout)
+                else None,
                 "norm": round(self.norm, 6), "sigma": round(self.sigma, 6),
                 "model": self.model, "weights": self.weights, "units": int(self.vector.numel()),
                 "n_pos": self.n_pos, "n_neg": self.n_neg, "source": self.source, **self.extra}
@@ -351,7 +353,8 @@ def load_direction(path: str | os.PathLike) -> Direction:
     known = {"layer", "concept", "method", "pooling", "auroc_heldout", "norm", "sigma", "model",
              "weights", "n_pos", "n_neg", "source", "units", "sha256"}
     return Direction(t["direction"].float(), meta["layer"], meta["concept"], meta["method"],
-                     meta.get("pooling", "max"), float(meta["auroc_heldout"]),
+                     meta.get("pooling", "max"),
+                     float("nan") if meta["auroc_heldout"] is None else float(meta["auroc_heldout"]),
                      float(meta["norm"]), float(meta["sigma"]), meta.get("model", ""),
                      str(meta.get("weights", "")), int(meta.get("n_pos", 0)),
                      int(meta.get("n_neg", 0)), meta.get("source", ""), t.get("unit_auroc"),
@@ -362,8 +365,9 @@ def _check_meta(meta, t: dict) -> str | None:
     """What is wrong with a direction's JSON and tensors, or None."""
     if not isinstance(meta, dict):
         return f"it is a JSON {type(meta).__name__}, not an object"
-    types_ = {"layer": str, "concept": str, "method": str, "auroc_heldout": (int, float),
-              "norm": (int, float), "sigma": (int, float), "units": int}
+    types_ = {"layer": str, "concept": str, "method": str,
+              "auroc_heldout": (int, float, type(None)), "norm": (int, float),
+              "sigma": (int, float), "units": int}
     for key, kind in types_.items():
         if key not in meta:
             return f"key '{key}' is missing"
