@@ -69,8 +69,8 @@ def _config(args, **over):
 
 def main(args: argparse.Namespace) -> int:
     from dissect.errors import RewriteError
-    from dissect.runs.marker import prepare_out
-    prepare_out(args.out, "edit", args.overwrite, clear=False)   # before any work: never a run
+    from dissect.editing.rule import check_edit_out
+    check_edit_out(args.out, args.weights, args.weights, args.overwrite)   # before any work
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
         from dissect.editing.memit import memit_from_file
