@@ -31,7 +31,7 @@ from dissect.errors import RunError
 MB = 1 << 20
 JSON_LIMIT = 64 * MB       # run.json, edit.json, direction.json: a few kB in practice
 CSV_LIMIT = 512 * MB       # units.csv, images.csv (millions of rows at most)
-ARRAY_LIMIT = 16 * 1024 * MB   # iou, topk, imgmax, labels: loaded into memory
+ARRAY_LIMIT = 4 * 1024 * MB    # iou, topk, imgmax, labels: loaded into memory (a zip bomb is not)
 _PARSE_ERRORS = (ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError,
                  json.JSONDecodeError, RecursionError)
 
