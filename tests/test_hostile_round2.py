@@ -139,6 +139,18 @@ def test_rewrite_overwrite_refuses_any_other_folder(tmp_path, capsys):
     assert (home / "thesis.tex").read_text() == "years of work"
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_run_never_writes_into_a_folder_that_holds_something_else(tmp_path, capsys, overwrite):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images.csv").write_text("my own table")
+    rc, err = cli(capsys, "run", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
+                  "--probe", "toyworld:4", "--quiet", "--out", data, *overwrite)
+    assert rc == 2 and "holds a folder holding 1 entry (images.csv), not a run folder" in err
+    assert sorted(p.name for p in data.iterdir()) == ["images.csv"]
+    assert (data / "images.csv").read_text() == "my own table"
+
+
 def test_marker_module_is_the_one_check(tmp_path):
     from dissect.runs.marker import OverwriteRefused, kind_of, prepare_out, remove, stamp
     out = tmp_path / "feat"

@@ -26,7 +26,8 @@ KINDS = ("run", "edit", "trace", "direction", "features", "visualisation")
 # folders written before the marker: the file that says what they are
 _LEGACY = {"run": "run.json", "edit": "edit.json", "direction": "direction.json",
            "features": "features.json", "visualisation": "visualisation.json"}
-KEEP = (".lock",)          # a run's lock file, held by the writer that clears the folder
+KEEP = (".lock", "log.txt")   # a run's lock (held by the writer that clears the folder) and
+                              # the app's log of the job writing it
 
 
 def _a(kind: str) -> str:
@@ -83,7 +84,7 @@ def describe(folder: str | os.PathLike) -> str:
     if not folder.is_dir() or folder.is_symlink():
         return "a file" if folder.is_file() else "something that is not a folder"
     try:
-        names = sorted(p.name for p in folder.iterdir())
+        names = sorted(p.name for p in folder.iterdir() if p.name not in KEEP)
     except OSError:
         return "a folder that cannot be listed"
     shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
@@ -103,8 +104,8 @@ def prepare_out(out: str | os.PathLike, kind: str, overwrite: bool = False,
         return False
     if have != kind:
         raise OverwriteRefused(
-            f"{flag} {out} holds {describe(out)}, not {_a(kind)} folder; --overwrite replaces "
-            f"only {_a(kind)} folder this command wrote: choose another {flag}")
+            f"{flag} {out} holds {describe(out)}, not {_a(kind)} folder; only {_a(kind)} "
+            f"folder this command wrote is ever replaced: choose another {flag}")
     if not overwrite:
         raise OverwriteRefused(f"{flag} {out} already holds {_a(kind)} folder; choose another "
                                f"{flag} or pass --overwrite to replace it")
