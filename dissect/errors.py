@@ -72,6 +72,10 @@ class LayoutError(ValueError):
     """A layer output that cannot be read in the asked layout; the message names the fix."""
 
 
+class OptionError(ValueError):
+    """A command-line option out of its range (checked before anything runs); names the fix."""
+
+
 USER_ERRORS = (AblationError, DirectionError, FetchError, LayerNotFound, ModelError, ProbeError,
                LayerError, RunError, FileNotFoundError, TraceError, RewriteError, VisualizeError,
-               FeatureError, LayoutError)
+               FeatureError, LayoutError, OptionError)

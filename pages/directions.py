@@ -26,10 +26,10 @@ def _errors():
     return USER_ERRORS
 
 
-@st.cache_resource(show_spinner="Loading the model…")
 def get_model(name: str, weights: str):
-    from dissect.models.registry import load_model
-    return load_model(name, weights)
+    """The lab's shared model: a file.py:factory only after confirm_model_file (issue 21)."""
+    from studio.lab import get_model as lab_model
+    return lab_model(name, weights)
 
 
 @st.cache_data(show_spinner=False)
@@ -61,7 +61,8 @@ def get_set(name, weights, spec, require="", exclude=""):
     from dissect.interventions.labelled import open_labelled_set
     from dissect.directions.presence import select
     from studio.lab import LAB_MAX_SET
-    lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET)
+    lset = open_labelled_set(spec, get_model(name, weights), max_images=LAB_MAX_SET,
+                             list_folders=False)
     names = lambda t: [s.strip() for s in t.split(",") if s.strip()]   # noqa: E731
     return select(lset, names(require), names(exclude))
 
@@ -114,6 +115,8 @@ probe_default = cfg.get("probe") if str(cfg.get("probe", "")).startswith(("toywo
     else "toyworld:300"
 probe_spec = c3.text_input("Probe (contrast set)", value=probe_default, key="dir_probe",
                            help="toyworld:N, broden:DIR: images with vs without the concept")
+from studio.lab import confirm_model_file
+confirm_model_file(model)         # a file.py:factory (from a shared run) runs code: ask first
 try:
     lm = get_model(model, weights)
     layers = get_layers(model, weights)

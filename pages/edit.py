@@ -6,7 +6,6 @@ weights are saved there as weights.safetensors, loadable on New run and in the a
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -146,8 +145,10 @@ with tab_rw:
     if state != "running" and st.button("Run the rewrite" if state != "done" else "Run it again",
                                         type="primary", key="ed_run"):
         start_job(job, cmd)
-    if state == "done":
-        doc = json.loads((out / "edit.json").read_text())
+    from dissect.editing.files import read_edit, read_trace
+    from studio.guard import shown as guarded
+    doc = guarded(read_edit, out) if state == "done" else None     # checked, never a traceback
+    if doc is not None:
         f = doc["figures"]
         m = st.columns(3)
         m[0].metric("Clean accuracy, before", f"{f['clean_acc_before']:.1%}")
@@ -189,8 +190,8 @@ with tab_tr:
              "--corrupt", t_corrupt, "--layers", ",".join(t_layers), "--out", str(t_out)]
     if t_layers and t_state != "running" and st.button("Trace", type="primary", key="tr_run"):
         start_job(t_job, t_cmd)
-    if t_state == "done":
-        doc = json.loads(t_out.read_text())
+    doc = guarded(read_trace, t_out) if t_state == "done" else None
+    if doc is not None:
         st.caption(f"{doc['images']} images showing {t_concept}; p(clean top class) "
                    f"{doc['p_clean']:.3f} clean, {doc['p_corrupt']:.3f} corrupted ({t_corrupt}).")
         eff = pd.DataFrame([{"layer": r["layer"], "restore all positions": r["effect"],

@@ -296,6 +296,14 @@ def need_run(complete: bool = True) -> Ctx:
         st.error(f"{', '.join(missing)} missing under {e.path} although run.json says complete. "
                  "Run the same `python -m dissect run ... --out` command again to rebuild them.")
         st.stop()
+    from studio.data import layer_arrays, units_table
+    try:                 # read through dissect.runs.safe once (cached): damage is one message
+        units_table(str(e.path), ctx.layer, ctx.stamp)
+        layer_arrays(str(e.path), ctx.layer, ctx.stamp)
+    except RunError as err:
+        st.title(f"Run '{e.name}' cannot be read")
+        st.error(short_error(err, ctx.root))
+        st.stop()
     return ctx
 
 

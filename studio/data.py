@@ -84,11 +84,12 @@ def layer_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]
 def null_arrays(run_path: str, layer: str, stamp: str) -> dict[str, np.ndarray]:
     """A --null run's null distributions of a layer (null.npz: observed, null, loc_observed,
     loc_null; dissect.trust.columns), {} when the run has none."""
+    from dissect.runs.safe import read_npz
     path = get_run(run_path, stamp).layer_dir(layer) / "null.npz"
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(path, run_path, owner=f"run '{Path(run_path).name}'",
+                    fix="run the dissection again with --null")
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)

@@ -9,7 +9,7 @@ of units.csv, layers/<layer>/formulas.json and the packed concept masks in <run>
 """
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,19 @@ def label_index(run_path: str, stamp: str) -> LabelIndex | None:
     """<run>/labels.npz (written by `explain`), or None."""
     p = Path(run_path) / "labels.npz"
     try:
-        return LabelIndex.load(p) if p.exists() else None
+        return LabelIndex.load(p) if os.path.lexists(p) else None
     except (OSError, KeyError, ValueError):
         return None
 
 
 def summary(run_path: str, layer: str) -> dict | None:
+    from dissect.runs.safe import read_json
     p = Path(run_path) / "layers" / layer / "formulas.json"
     try:
-        return json.loads(p.read_text()) if p.exists() else None
+        doc = read_json(p, run_path) if os.path.lexists(p) else None
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)

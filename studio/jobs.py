@@ -149,9 +149,14 @@ def cancel(run_dir: Path, wait: float = 5.0) -> bool:
 
 def log_tail(run_dir: Path, lines: int = 15) -> str:
     """The last lines of the run's log (progress bars collapsed to their last state)."""
+    from dissect.runs.safe import check_file
+    path = Path(run_dir) / LOG
     try:
-        data = (Path(run_dir) / LOG).read_bytes()[-20000:].decode(errors="replace")
-    except OSError:
+        check_file(path, run_dir)          # never a FIFO, a device or a link out of the folder
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 20000))
+            data = f.read(20000).decode(errors="replace")
+    except (OSError, ValueError):
         return ""
     data = "\n".join(part.split("\r")[-1] for part in data.split("\n"))
     return "\n".join(data.strip().splitlines()[-lines:])

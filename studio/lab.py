@@ -138,7 +138,7 @@ class _Watched:
 
 def _open_set(lm, spec: str, limit: int, job: bg.Job):
     from dissect.interventions.labelled import open_labelled_set
-    return open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET,
+    return open_labelled_set(spec, lm, limit=limit, max_images=LAB_MAX_SET, list_folders=False,
                              progress=lambda d, t: job.step(d, t, f"building toyworld ({t:,} "
                                                                   "images, cached on disk)"))
 

@@ -68,7 +68,8 @@ def test_killed_download_restarts_resumes_and_is_identical(tmp_path, broden_zip,
     assert capsys.readouterr().out.strip() == f"--probe broden:{out / 'broden1_224'}"
     assert (out / "broden1_224.zip").read_bytes() == data
     assert tree(out / "broden1_224") == source
-    assert sorted(p.name for p in out.iterdir()) == ["broden1_224", "broden1_224.zip"]
+    assert sorted(p.name for p in out.iterdir()) == ["broden1_224", "broden1_224.zip",
+                                                     "broden1_224.zip.source.json"]   # its URL
     # a second call finds it in place and only checks it
     assert main(["data", "broden", "--out", str(out), "--url", "http://127.0.0.1:9/x.zip"]) == 0
 

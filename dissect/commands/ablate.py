@@ -10,8 +10,10 @@ important units of the layer (each removed alone).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+
+RANGES = {"rank": (0, 10 ** 9)}    # 0: no importance ranking
 
 
 def add_parser(sub) -> None:
@@ -168,7 +170,7 @@ def _ablate(args: argparse.Namespace) -> int:
         lab = ImageAblation(lm)
         results = [lab.compare(x, ivs, path=path) for path, x in images]
         if args.json:
-            print(json.dumps({"images": [r.to_json() for r in results], "intervention": info}))
+            print(_dumps({"images": [r.to_json() for r in results], "intervention": info}))
             return 0
         print(title)
         for r in results:
@@ -194,7 +196,7 @@ def _ablate(args: argparse.Namespace) -> int:
             curve = control_curve(lm, lset, imp, ns, value, means, args.batch_size, by=args.rank_by)
             out["control"] = curve.to_dict("records")
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
         return 0
     print(f"{title} on {args.set}: {len(lset)} images"
           + (f", {lset.skipped} skipped" if lset.skipped else ""))
@@ -226,6 +228,13 @@ def _unit_text(units) -> str:
     return ("units " + ",".join(map(str, units[:12])) + (f" … ({len(units)})" if len(units) > 12 else ""))
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["ablate"] + sys.argv[1:]))
+

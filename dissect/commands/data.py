@@ -45,15 +45,18 @@ def main(args: argparse.Namespace) -> int:
         n = _check(target)
         print(f"{target} already holds Broden ({n} images)", file=sys.stderr)
     else:
-        from dissect.models.fetch import fetch
+        from dissect.models.fetch import discard, fetch, source_of
         zpath = out / f"{name}.zip"
-        fetch(url, zpath, progress=not args.quiet, what=f"{name}.zip")
+        fetch(url, zpath, progress=not args.quiet, what=f"{name}.zip")   # reused only if from url
+        source = source_of(zpath) or f"{zpath}, put there by hand"
         try:
             n = unpack_broden(zpath, target)
         except FetchError as e:
-            raise FetchError(f"{e} (from {url})") from None
+            if "zip is kept" not in str(e):     # a bad zip never serves another try
+                discard(zpath)
+            raise FetchError(f"{e} (the zip came from {source})") from None
         if not args.keep_zip:
-            zpath.unlink(missing_ok=True)
+            discard(zpath)
         print(f"unpacked {n} images to {target}", file=sys.stderr)
     print(f"--probe broden:{target}")
     return 0

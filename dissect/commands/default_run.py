@@ -18,7 +18,6 @@ conv6, as a background process once the run is there, so the app opens at once a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -55,10 +54,10 @@ def complete_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        f = d / "run.json"
-        if f.is_file():
+        if (d / "run.json").is_file():
+            from dissect.runs.schema import read_info
             try:
-                if json.loads(f.read_text()).get("status") == "complete":
+                if read_info(d).get("status") == "complete":     # dissect.runs.safe
                     out.append(d)
             except (OSError, ValueError):
                 continue

@@ -8,7 +8,6 @@ DIR/direction.safetensors and DIR/direction.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -67,6 +66,8 @@ def main(args: argparse.Namespace) -> int:
         raise DirectionError("give --layer NAME (or --feature RUN LAYER K)")
     if args.method not in METHODS:
         raise DirectionError(f"--method {args.method}: use {', '.join(METHODS)}")
+    from dissect.runs.marker import prepare_out
+    prepare_out(args.out, "direction", overwrite=True, clear=False)   # never into a run folder
     lm = load(args)
     if args.positives or args.negatives:
         if not (args.positives and args.negatives):
@@ -86,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     out = d.to_json()
     out["out"] = str(args.out)
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
     else:
         print(f"{d.concept} at {d.layer} ({d.method}, {d.pooling} pooling): held-out AUROC "
               f"{d.auroc_heldout:.3f}, norm {d.norm:.4g}, sigma {d.sigma:.4g}, "
@@ -109,7 +110,7 @@ def _feature(args) -> int:
     save_direction(d, args.out)
     out = {**d.to_json(), "out": str(args.out)}
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
     else:
         print(f"feature {k} of {name} ({d.concept}) at {d.layer}: sigma {d.sigma:.4g} -> "
               f"{args.out}")
@@ -130,6 +131,13 @@ def _probe(args):
     return open_probe(args.probe, **{k: v for k, v in opts.items() if v is not None})
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["direction"] + sys.argv[1:]))
+

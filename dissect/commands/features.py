@@ -62,5 +62,6 @@ def main(args: argparse.Namespace) -> int:
           f"{f['interpretable']} interpretable features ({u['interpretable']} units) -> "
           f"{out['path']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(out, indent=1, default=str))
+        from dissect.runs.digest import dumps_finite
+        print(dumps_finite(out, "the features result", indent=1, default=str))
     return 0

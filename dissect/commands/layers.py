@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(sub) -> None:
@@ -26,8 +25,8 @@ def main(args: argparse.Namespace) -> int:
     lm = load_model(args.model, weights, classes=args.classes)
     layers = list_layers(lm, args.size)
     if args.json:
-        print(json.dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial,
-                           "layout": l.layout} for l in layers]))
+        print(_dumps([{"name": l.name, "shape": list(l.shape), "spatial": l.spatial,
+                       "layout": l.layout} for l in layers]))
         return 0
     width = max(len(l.name) for l in layers)
     for l in layers:
@@ -35,3 +34,9 @@ def main(args: argparse.Namespace) -> int:
             (l.layout if l.layout in ("tokens", "nhwc") else "")
         print(f"{l.name:<{width}}  {str(list(l.shape)):<20} {mark}")
     return 0
+
+
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")

@@ -8,7 +8,6 @@ and with --dola DoLa's contrast of the final output with the most divergent earl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from dissect.commands.direction import add_model_args, load
@@ -50,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     out = readout(lm, lset, layers, args.pooling, args.seed, args.dola, concepts,
                   args.batch_size, use_cache=not args.no_cache)
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
         return 0
     print(f"readout on {args.set}: {out['images']} images, {out['heldout_images']} held out, "
           f"{out['pooling']} pooling; final output accuracy {out['final_acc']:.2%}")
@@ -68,6 +67,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["readout"] + sys.argv[1:]))
+

@@ -15,7 +15,6 @@ L1,L2,...; reports how each rule's held-out accuracy holds as the number of rule
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -102,6 +101,8 @@ def _config(args, **over):
 
 def main(args: argparse.Namespace) -> int:
     from dissect.errors import RewriteError
+    from dissect.editing.rule import check_edit_out
+    check_edit_out(args.out, args.weights, args.weights, args.overwrite)   # before any work
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     if args.edits:
         from dissect.editing.memit import memit_from_file
@@ -119,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
     doc["out"] = str(out)
     doc["weights_file"] = str(out / "weights.safetensors")
     if args.json:
-        print(json.dumps(doc))
+        from dissect.runs.digest import dumps_finite
+        print(dumps_finite(doc, "the rewrite's result"))
         return 0
     f = result["figures"]
     print(f"{result['rule']} written into {result.get('weight', result.get('layers'))}; "

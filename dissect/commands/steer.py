@@ -9,7 +9,6 @@ concepts (ToyWorld sets).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from dissect.commands.direction import add_model_args, load
@@ -66,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     if res.random_p_mean is not None:
         out["random"] = {"classes": res.classes_json(res.random_p_mean), "n": res.n_random}
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
         return 0
     print(f"steering {d.layer} along '{d.concept}' ({d.method}), alpha x sigma {d.sigma:.4g}"
           + (f", units {units}" if units else ""))
@@ -94,6 +93,13 @@ def _top5(p, names) -> list[dict]:
     return [{"class": names[j], "p": round(float(p[j]), 6)} for j in order]
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["steer"] + sys.argv[1:]))
+

@@ -61,10 +61,14 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
     from dissect.errors import RunError
     root = Path(args.out_root)
     if args.runs:
+        from dissect.runs.safe import read_bytes
+        raw = read_bytes(args.runs, None, limit=1 << 20, owner="--runs",
+                         fix="give a TOML file of [[run]] tables")
         try:
-            doc = tomllib.loads(Path(args.runs).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise RunError(f"--runs {args.runs}: cannot read it as TOML ({e})") from None
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise RunError(f"--runs {args.runs}: cannot read it as TOML "
+                           f"({str(e).splitlines()[0][:100]})") from None
         defaults = {k: v for k, v in doc.items() if k != "run"}
         runs = [{**defaults, **r} for r in doc.get("run", [])]
         if not runs:
@@ -86,6 +90,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
         for need in ("model", "layers", "probe"):
             if need not in r:
                 raise RunError(f"sweep run {r}: missing '{need}'")
+        check_run_values(r, f"sweep run {str(r.get('out') or r.get('model'))[:60]}")
         layers = r["layers"].split(",") if isinstance(r["layers"], str) else list(r["layers"])
         opts = {k: r.get(k) for k in ("categories", "split", "limit", "segmenter")}
         opts["limit"] = opts["limit"] if opts["limit"] is not None else args.limit
@@ -105,6 +110,52 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[object, Path]]:
     if len(set(outs)) != len(outs):
         raise RunError("sweep: two runs would share a run folder; give each an `out`")
     return plans
+
+
+_TYPES = {"model": str, "weights": str, "probe": str, "out": str, "denominator": str,
+          "device": str, "split": str, "segmenter": str, "classes": str, "cache_dtype": str,
+          "quantile": float, "iou_threshold": float, "batch_size": int, "limit": int,
+          "seed": int, "workers": int, "topk": int, "keep_acts": bool}
+
+
+def check_run_values(r: dict, where: str) -> None:
+    """RunError naming the first TOML value of the wrong type or out of range (before Ray)."""
+    from dissect.commands.ranges import RANGES, check_value
+    from dissect.errors import OptionError, RunError
+    from dissect.runs.schema import check_layer_name
+    for key, kind in _TYPES.items():
+        if key not in r:
+            continue
+        v = r[key]
+        ok = isinstance(v, bool) if kind is bool else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float
+            else isinstance(v, kind) and not isinstance(v, bool))
+        if not ok:
+            raise RunError(f"{where}: '{key}' must be {'a ' + kind.__name__ if kind is not int else 'an int'}"
+                           f", not {v!r:.40}")
+        if key in RANGES:
+            try:
+                check_value(key, v, *RANGES[key])
+            except OptionError as e:
+                raise RunError(f"{where}: {e}") from None
+    if "quantile" in r and not 0 < r["quantile"] < 1:
+        raise RunError(f"{where}: quantile {r['quantile']} must be between 0 and 1")
+    layers = r.get("layers")
+    if isinstance(layers, str):
+        layers = layers.split(",")
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
+        raise RunError(f"{where}: 'layers' must be a string or a list of layer names")
+    for layer in layers:
+        check_layer_name(layer.strip(), where)
+    cats = r.get("categories")
+    if cats is not None and not (isinstance(cats, str) or (
+            isinstance(cats, list) and all(isinstance(c, str) for c in cats))):
+        raise RunError(f"{where}: 'categories' must be a string or a list of names")
+    if r.get("denominator", "nd") not in ("nd", "netdissect-lite", "global"):
+        raise RunError(f"{where}: denominator '{r['denominator']}' is not nd, "
+                       "netdissect-lite or global")
+    if r.get("cache_dtype", "float32") not in ("float32", "float16"):
+        raise RunError(f"{where}: cache_dtype must be float32 or float16")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,10 +8,12 @@ JSON; several: also a `concepts` list, Bonferroni-corrected over them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from dissect.commands.direction import add_model_args, load
+
+
+RANGES = {"random": (2, 10_000)}   # a p-value needs random runs
 
 
 def add_parser(sub) -> None:
@@ -53,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     if len(res) > 1:
         out["concepts"] = [r.to_json() for r in res]
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
         return 0
     for r in res:
         mark = "significant" if r.significant else "not significant"
@@ -63,6 +65,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["tcav"] + sys.argv[1:]))
+

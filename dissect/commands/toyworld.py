@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -96,10 +95,16 @@ def _eval(args: argparse.Namespace) -> int:
     lm = load_toyworld(args.weights, "cpu")
     acc, per = evaluate(lm.model, args.seed, args.n)
     if args.json:
-        print(json.dumps({"accuracy": acc, "seed": args.seed, "images": args.n,
-                          "per_class": per}))
+        per = {k: (v if v == v else None) for k, v in per.items()}   # null: no image of it
+        print(_dumps({"accuracy": acc, "seed": args.seed, "images": args.n, "per_class": per}))
     else:
         print(f"accuracy {acc:.4f} on {args.n} images of world seed {args.seed}")
         for name, a in per.items():
             print(f"  {name:<8} {a:.3f}")
     return 0
+
+
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")

@@ -10,7 +10,6 @@ indirect effect on the image's clean top class, p(restored) − p(corrupted), is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -58,6 +57,9 @@ def main(args: argparse.Namespace) -> int:
     from dissect.probes.registry import open_probe
     from dissect.editing.tracing import TraceError, concept_images, trace
     spec = args.probe or args.set
+    if args.out:
+        from dissect.editing.files import check_trace_out
+        check_trace_out(args.out)             # never a folder, never a file trace did not write
     if args.set and not spec.startswith("toyworld"):
         raise TraceError(f"--set {spec} has no concept masks: trace needs --probe broden:DIR or "
                          "a toyworld:N set")
@@ -81,17 +83,15 @@ def main(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         import numpy as np
-        full = dict(out, per_image=[
+        full = dict(out, kind="trace", per_image=[
             {"row": int(r), "p_clean": float(res.p_clean[b]), "p_corrupt": float(res.p_corrupt[b]),
              "grids": {l: np.round(res.cells[l][b], 5).tolist() for l in res.cells}}
             for b, r in enumerate(rows)])
         path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(full))
-        tmp.replace(path)
+        from dissect.runs.atomic import write_bytes
+        write_bytes(path, _dumps(full).encode())
     if args.json:
-        print(json.dumps(out))
+        print(_dumps(out))
         return 0
     print(f"{args.concept} corrupted ({args.corrupt}) in {out['images']} images: p(clean top class) "
           f"{out['p_clean']:.3f} -> {out['p_corrupt']:.3f}")
@@ -103,6 +103,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dumps(obj) -> str:
+    """JSON for stdout: every number finite, or the command fails (dissect.runs.digest)."""
+    from dissect.runs.digest import dumps_finite
+    return dumps_finite(obj, f"the {__name__.rsplit('.', 1)[-1]} result")
+
+
 if __name__ == "__main__":  # pragma: no cover
     from dissect.__main__ import main as cli
     sys.exit(cli(["trace"] + sys.argv[1:]))
+

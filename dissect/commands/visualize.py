@@ -87,7 +87,10 @@ def main(args: argparse.Namespace) -> int:
         run_use = None               # the run did not dissect this layer: no natural figures
     else:
         run_use = run
+    from dissect.runs.marker import prepare_out, stamp
+    prepare_out(args.out, "visualisation", overwrite=True, clear=False)   # never into a run
     rows = _draw(lm, args, targets, cfg, run_use, run_layer, kind, draw)
+    stamp(args.out, "visualisation")
     from dissect.runs.atomic import write_json
     from pathlib import Path
     write_json(Path(args.out) / "visualize.json",
@@ -95,8 +98,8 @@ def main(args: argparse.Namespace) -> int:
                 "basis": args.basis, "direction": args.direction, "run": args.run,
                 "config": {k: v for k, v in vars(cfg).items()}, "units": rows})
     if args.json:
-        json.dump({"units": rows}, sys.stdout)
-        print()
+        from dissect.runs.digest import dumps_finite
+        print(dumps_finite({"units": rows}, "the visualize result"))
     else:
         for r in rows:
             print(f"{kind} {r['unit']}: {r['path']}  activation {r['activation']:.3g}  "

@@ -66,7 +66,9 @@ class Direction:
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "concept": self.concept, "method": self.method,
-                "pooling": self.pooling, "auroc_heldout": round(self.auroc_heldout, 6),
+                "pooling": self.pooling,     # null: the held-out half could not score it
+                "auroc_heldout": round(self.auroc_heldout, 6) if np.isfinite(self.auroc_heldout)
+                else None,
                 "norm": round(self.norm, 6), "sigma": round(self.sigma, 6),
                 "model": self.model, "weights": self.weights, "units": int(self.vector.numel()),
                 "n_pos": self.n_pos, "n_neg": self.n_neg, "source": self.source, **self.extra}
@@ -280,46 +282,118 @@ def cosine(a, b) -> float:
 
 # ---- files -----------------------------------------------------------------------------------
 
+_DIGEST_KEYS = ("layer", "concept", "method", "pooling", "auroc_heldout", "norm", "sigma",
+                "model", "weights", "units", "n_pos", "n_neg")
+
+
+def _digest_numbers(meta: dict) -> dict:
+    return {k: meta.get(k) for k in _DIGEST_KEYS}
+
+
 def save_direction(d: Direction, out: str | os.PathLike) -> Path:
-    """Write OUT/direction.safetensors, then OUT/direction.json (its presence marks completion)."""
+    """Write OUT/direction.safetensors, then OUT/direction.json (its presence marks completion).
+
+    direction.json carries `sha256`, a digest of the tensors and its numbers (norm, sigma,
+    shapes, ...), checked by load_direction. OUT must be missing, empty or a direction folder
+    (dissect.runs.marker): a run or any other folder is refused, never written into."""
     from safetensors.torch import save
     from dissect.runs.atomic import atomic_write
+    from dissect.runs.digest import digest
+    from dissect.runs.marker import prepare_out, stamp
     out = Path(out)
+    prepare_out(out, "direction", overwrite=True, clear=False)
+    if not (np.isfinite(d.sigma) and d.sigma > 0 and np.isfinite(d.norm) and d.norm > 0):
+        raise DirectionError(f"the direction of '{d.concept}' has sigma {d.sigma} and norm "
+                             f"{d.norm}: both must be finite and > 0; nothing saved")
     out.mkdir(parents=True, exist_ok=True)
     tensors = {"direction": d.vector.float().contiguous()}
     if d.unit_auroc is not None:
         tensors["unit_auroc"] = d.unit_auroc.float().contiguous()
     blob = save(tensors)
+    meta = d.to_json()
+    meta["sha256"] = digest(tensors, _digest_numbers(meta))
     atomic_write(out / "direction.safetensors", lambda f: f.write(blob))
-    text = (json.dumps(d.to_json(), indent=2) + "\n").encode()
+    text = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
     atomic_write(out / "direction.json", lambda f: f.write(text))
+    stamp(out, "direction")
     return out
 
 
 def load_direction(path: str | os.PathLike) -> Direction:
-    """A saved direction from its folder (or its direction.json / .safetensors file)."""
-    from safetensors.torch import load_file
+    """A saved direction from its folder (or its direction.json / .safetensors file).
+
+    Read with dissect.runs.safe (regular files inside the folder, bounded size) and checked:
+    every key of its type, sigma and norm finite and > 0, a 1-D finite vector as long as
+    `units`, and the digest of tensors and numbers; anything else is one DirectionError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
+    from dissect.runs import safe
+    from dissect.runs.digest import verify
     p = Path(path)
     folder = p if p.is_dir() else p.parent
     meta_path, tensor_path = folder / "direction.json", folder / "direction.safetensors"
-    if not meta_path.is_file() or not tensor_path.is_file():
+    if not os.path.lexists(meta_path) or not os.path.lexists(tensor_path):
         raise DirectionError(f"'{path}' holds no saved direction (direction.json + "
                              "direction.safetensors); make one with python -m dissect direction "
                              "... --out DIR")
+    fix = "make it again with python -m dissect direction ... --out DIR"
+    opts = {"error": DirectionError, "owner": f"direction '{folder}'", "fix": fix}
+    meta = safe.read_json(meta_path, folder, limit=safe.MB, **opts)
+    blob = safe.read_bytes(tensor_path, folder, limit=256 * safe.MB, **opts)
     try:
-        meta = json.loads(meta_path.read_text())
-        t = load_file(str(tensor_path))
-    except (OSError, ValueError) as e:
-        raise DirectionError(f"the direction in '{folder}' cannot be read ({str(e)[:100]}); "
-                             "make it again with python -m dissect direction") from None
+        t = load_bytes(blob)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise DirectionError(f"direction.safetensors of direction '{folder}' cannot be read "
+                             f"({str(e)[:80]}); {fix}") from None
+    bad = _check_meta(meta, t)
+    if bad:
+        raise DirectionError(f"direction.json of direction '{folder}' is damaged: {bad}; {fix}")
+    verify(meta.get("sha256"), tensors=t, numbers=_digest_numbers(meta),
+           what=f"the direction in '{folder}'", fix=fix, error=DirectionError)
     known = {"layer", "concept", "method", "pooling", "auroc_heldout", "norm", "sigma", "model",
-             "weights", "n_pos", "n_neg", "source", "units"}
+             "weights", "n_pos", "n_neg", "source", "units", "sha256"}
     return Direction(t["direction"].float(), meta["layer"], meta["concept"], meta["method"],
-                     meta.get("pooling", "max"), float(meta["auroc_heldout"]),
+                     meta.get("pooling", "max"),
+                     float("nan") if meta["auroc_heldout"] is None else float(meta["auroc_heldout"]),
                      float(meta["norm"]), float(meta["sigma"]), meta.get("model", ""),
                      str(meta.get("weights", "")), int(meta.get("n_pos", 0)),
                      int(meta.get("n_neg", 0)), meta.get("source", ""), t.get("unit_auroc"),
                      {k: v for k, v in meta.items() if k not in known})
+
+
+def _check_meta(meta, t: dict) -> str | None:
+    """What is wrong with a direction's JSON and tensors, or None."""
+    if not isinstance(meta, dict):
+        return f"it is a JSON {type(meta).__name__}, not an object"
+    types_ = {"layer": str, "concept": str, "method": str,
+              "auroc_heldout": (int, float, type(None)), "norm": (int, float),
+              "sigma": (int, float), "units": int}
+    for key, kind in types_.items():
+        if key not in meta:
+            return f"key '{key}' is missing"
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            return f"key '{key}' is {meta[key]!r}, not a {getattr(kind, '__name__', 'number')}"
+    for key in ("pooling", "model", "weights", "source"):
+        if key in meta and not isinstance(meta[key], str):
+            return f"key '{key}' is {meta[key]!r}, not a string"
+    for key in ("n_pos", "n_neg"):
+        if key in meta and (not isinstance(meta[key], int) or meta[key] < 0):
+            return f"key '{key}' is {meta[key]!r}, not a count"
+    for key in ("norm", "sigma"):
+        if not (np.isfinite(meta[key]) and meta[key] > 0):
+            return f"{key} is {meta[key]}, it must be finite and > 0"
+    vec = t.get("direction")
+    if vec is None:
+        return "direction.safetensors has no tensor 'direction'"
+    if vec.ndim != 1 or vec.numel() != meta["units"]:
+        return (f"its tensor has shape {list(vec.shape)}, expected [{meta['units']}] (one value "
+                "per unit)")
+    if not bool(torch.isfinite(vec).all()) or not float(vec.norm()) > 0:
+        return "its tensor holds NaN, infinity or only zeros"
+    ua = t.get("unit_auroc")
+    if ua is not None and tuple(ua.shape) != tuple(vec.shape):
+        return f"unit_auroc has shape {list(ua.shape)}, expected {list(vec.shape)}"
+    return None
 
 
 def check_direction(d: Direction, lm, layer: str | None = None, channels: int | None = None) -> None:

@@ -26,8 +26,8 @@ from dissect.directions.pooled import check_channels
 
 def parse_alphas(text: str | Sequence[float]) -> list[float]:
     """"0,1,2,4,8" -> [0.0, 1.0, 2.0, 4.0, 8.0]; DirectionError naming the bad entry."""
-    if not isinstance(text, str):
-        return [float(a) for a in text]
+    if not isinstance(text, str):    # a list (argparse turns `--alpha=--` into [])
+        text = ",".join(str(a) for a in text)
     out = []
     for tok in [t.strip() for t in text.split(",") if t.strip()]:
         try:

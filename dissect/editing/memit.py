@@ -37,7 +37,15 @@ def read_edits(path: str) -> list[dict]:
         raise RewriteError(f"edit file '{path}' does not exist; write one JSON rule per line, "
                            'e.g. {"concept": "sea", "style": "snow", "exemplars": 3}')
     rules = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    from dissect.runs.safe import read_bytes
+    raw = read_bytes(p, None, limit=1 << 20, error=RewriteError, owner="--edits",
+                     fix="write one JSON rule per line")
+    try:
+        text_all = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RewriteError(f"edit file '{path}' is not text (binary data); write one JSON rule "
+                           'per line, e.g. {"concept": "sea", "style": "snow"}') from None
+    for n, line in enumerate(text_all.splitlines(), 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -57,7 +65,7 @@ def read_edits(path: str) -> list[dict]:
             raise RewriteError(f"{where}: unknown field '{unknown[0]}' (fields: "
                                f"{', '.join(FIELDS)})")
         for key, kind in FIELDS.items():
-            if key in rule and not isinstance(rule[key], kind):
+            if key in rule and (not isinstance(rule[key], kind) or isinstance(rule[key], bool)):
                 raise RewriteError(f"{where}: field '{key}' must be a {kind.__name__}, "
                                    f"not {rule[key]!r}")
         if rule["concept"] not in OBJECTS:
@@ -69,8 +77,8 @@ def read_edits(path: str) -> list[dict]:
         if "class" in rule and rule["class"] not in SCENE_NAMES + ["any"]:
             raise RewriteError(f"{where}: field 'class': unknown class '{rule['class']}' "
                                f"(choose from {', '.join(SCENE_NAMES)}, or any)")
-        if rule.get("exemplars", 3) < 1:
-            raise RewriteError(f"{where}: field 'exemplars' must be at least 1")
+        if not 1 <= rule.get("exemplars", 3) <= 10_000:
+            raise RewriteError(f"{where}: field 'exemplars' must be between 1 and 10,000")
         rules.append(rule)
     if not rules:
         raise RewriteError(f"edit file '{path}' holds no rule")

@@ -267,6 +267,25 @@ def edit_json(result: dict) -> dict:
     return _json_safe(result)
 
 
+def check_edit_out(out: str | os.PathLike, source_weights: str | None, weights: str | None,
+                   overwrite: bool) -> tuple[Path, Path | None]:
+    """(EDIT resolved, the source weights file) when EDIT may be written: never the folder of
+    the original weights, only an edit folder (with `overwrite`), never a run or anything else
+    (dissect.runs.marker). The rewrite command calls it before any work."""
+    from dissect.runs.marker import prepare_out
+    out = Path(out).expanduser().resolve()
+    src = Path(source_weights).expanduser().resolve() if source_weights and \
+        os.path.isfile(source_weights) else None
+    if src is None and (weights or "default") in ("default", "DEFAULT"):
+        from dissect.toyworld.model import DEFAULT_WEIGHTS
+        src = DEFAULT_WEIGHTS.resolve()
+    if src is not None and (src.parent == out or out in src.parents):
+        raise RewriteError(f"--out {out} holds the original weights {src}; edited weights never "
+                           "overwrite the original: choose another --out folder")
+    prepare_out(out, "edit", overwrite, clear=False)   # only an edit folder is ever replaced
+    return out, src
+
+
 def write_edit(result: dict, out: str | os.PathLike, source_weights: str | None = None,
                overwrite: bool = False) -> Path:
     """EDIT/weights.safetensors (+ weights.json sidecar) and EDIT/edit.json, atomically.
@@ -274,19 +293,10 @@ def write_edit(result: dict, out: str | os.PathLike, source_weights: str | None 
     Refuses an EDIT that holds the source weights (edited weights never overwrite the original)
     and an existing EDIT unless `overwrite`.
     """
+    from dissect.runs.marker import prepare_out, stamp
     from dissect.toyworld.model import save_weights
-    out = Path(out).expanduser().resolve()
-    src = Path(source_weights).expanduser().resolve() if source_weights and \
-        os.path.isfile(source_weights) else None
-    if src is None and (result.get("config") or {}).get("weights", "default") in ("default", "DEFAULT"):
-        from dissect.toyworld.model import DEFAULT_WEIGHTS
-        src = DEFAULT_WEIGHTS.resolve()
-    if src is not None and (src.parent == out or out in src.parents):
-        raise RewriteError(f"--out {out} holds the original weights {src}; edited weights never "
-                           "overwrite the original: choose another --out folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RewriteError(f"--out {out} already exists and is not empty; choose another folder "
-                           "or pass --overwrite")
+    out, src = check_edit_out(out, source_weights,
+                              (result.get("config") or {}).get("weights", "default"), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -296,8 +306,12 @@ def write_edit(result: dict, out: str | os.PathLike, source_weights: str | None 
                      "edit": {"rule": result["rule"], "layer": result["layer"],
                               "rank": result["rank"], "from": str(src) if src else lm.weights}})
         save_weights(lm.model, tmp / "weights.safetensors", meta)
-        (tmp / "edit.json").write_text(json.dumps(edit_json(result), indent=2) + "\n")
+        from dissect.editing.files import weights_digest
+        doc = dict(edit_json(result), weights_sha256=weights_digest(tmp / "weights.safetensors"))
+        (tmp / "edit.json").write_text(json.dumps(doc, indent=2) + "\n")
+        stamp(tmp, "edit")
         if out.exists():
+            prepare_out(out, "edit", overwrite, clear=False)
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:

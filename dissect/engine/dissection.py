@@ -10,6 +10,7 @@ under <run>/cache, removed when the run completes. Semantics: ../shared/DESIGN.m
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -48,8 +49,16 @@ def dissect(cfg: DissectConfig, out: str | Path, *, lm=None, probe: ProbeSet | N
     out = Path(out)
     if lm is not None and cfg.weights != lm.weights:   # record the weights actually used
         cfg = replace(cfg, weights=lm.weights)
+    refuse_foreign(out)     # before the lock file: a foreign folder is left as it was
     with run_lock(out):     # RunLocked (naming pid, host, start) while another run writes here
         return _locked_dissect(cfg, out, lm, probe, progress, overwrite)
+
+
+def refuse_foreign(out: Path) -> None:
+    """OverwriteRefused when `out` holds something that is not a run (dissect.runs.marker)."""
+    if out.is_dir() and not os.path.lexists(out / "run.json"):
+        from dissect.runs.marker import prepare_out
+        prepare_out(out, "run", overwrite=False)
 
 
 def _locked_dissect(cfg: DissectConfig, out: Path, lm, probe, progress: bool,
@@ -111,18 +120,17 @@ def check_out(cfg: DissectConfig, out: Path, overwrite: bool) -> bool:
                            "--overwrite to replace it")
         if overwrite and not same:
             _clear(out)
+    else:        # no run here yet: only an empty folder (or the app's lock and log) becomes one
+        from dissect.runs.marker import prepare_out
+        prepare_out(out, "run", overwrite=False)
     return False
 
 
 def _clear(out: Path) -> None:
-    """Empty a run folder for --overwrite, keeping the lock file this process holds."""
-    for p in out.iterdir():
-        if p.name == LOCK:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+    """Empty a run folder for --overwrite, keeping the lock file this process holds; only a
+    folder that holds a run (dissect.runs.marker) is ever emptied."""
+    from dissect.runs.marker import remove
+    remove(out, "run", keep=(LOCK,))
 
 
 def open_cfg_probe(cfg: DissectConfig) -> ProbeSet:

@@ -35,7 +35,8 @@ import torch
 from dissect.engine.act_cache import ActCache
 from dissect.engine.config import DissectConfig
 from dissect.engine.layer_state import concept_tables, layer_shapes
-from dissect.engine.dissection import recording_failure, check_out, new_writer, open_cfg_probe
+from dissect.engine.dissection import (check_out, new_writer, open_cfg_probe, recording_failure,
+                                       refuse_foreign)
 from dissect.engine.cluster import check_address, import_ray, parse_ray, ray_cluster
 from dissect.errors import RunError
 from dissect.runs.atomic import atomic_write, write_torch
@@ -105,6 +106,7 @@ def dissect_ray(cfg: DissectConfig, out: str | Path, *, ray: str = "local", shar
     """
     from dissect.runs.lock import run_lock
     out = Path(out)
+    refuse_foreign(out)
     with run_lock(out):
         return _locked_dissect_ray(cfg, out, ray, shards, threads, progress, overwrite,
                                    on_progress)

@@ -18,7 +18,7 @@ Per unit (all IoUs over the probe set at the unit's threshold and mask resolutio
 """
 from __future__ import annotations
 
-import json
+import os
 import time
 from typing import Sequence
 
@@ -208,13 +208,15 @@ def label_index(run, progress: bool = False) -> LabelIndex:
     path = run.path / "labels.npz"
     concepts = run.concepts
     n = len(run.images)
-    if path.exists():
+    damage = ""
+    if os.path.lexists(path):
         try:
-            index = LabelIndex.load(path)
+            index = LabelIndex.load(path)          # checksum, shapes and ranges checked
             if index.n_images == n and index.n_concepts == len(concepts):
                 return index
-        except (OSError, KeyError, ValueError):
-            pass
+            damage = f"labels.npz is for {index.n_images} images, the run has {n}; "
+        except (OSError, KeyError, ValueError) as e:
+            damage = f"{e}; ".split("; delete it")[0] + "; "
     try:
         probe = open_run_probe(run)
         if len(probe) != n:
@@ -223,7 +225,8 @@ def label_index(run, progress: bool = False) -> LabelIndex:
     except ProbeError as e:
         spec = run.config.get("probe", "?")
         raise FormulaError(
-            f"run {run.path} has no label data (labels.npz) and its probe '{spec}' cannot be "
+            f"{damage}run {run.path} has no usable label data (labels.npz) and its probe "
+            f"'{spec}' cannot be "
             f"read ({e}); restore the probe (`python -m dissect data broden --out DIR` for "
             f"Broden) or re-create the run with `python -m dissect run ... --probe {spec} "
             f"--out {run.path} --overwrite --explain`") from None
@@ -303,5 +306,7 @@ def explain_run(path, layers: Sequence[str] | None = None, length: int = 3, beam
 
 def formulas_summary(run, layer: str) -> dict | None:
     """layers/<layer>/formulas.json of a run, or None when formulas were never computed."""
+    from dissect.runs.safe import read_json
     p = run.layer_dir(layer) / "formulas.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_json(p, run.path, owner=f"run '{run.name}'",
+                     fix="run `python -m dissect explain` again") if os.path.lexists(p) else None

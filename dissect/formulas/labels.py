@@ -115,15 +115,46 @@ class LabelIndex:
         order = np.lexsort((img, con))
         return cls(len(probe), (h, w), len(ids), img[order], con[order], packed[order])
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"entry_img": self.entry_img, "entry_con": self.entry_con, "bits": self.bits,
+                "meta": np.array([self.n_images, self.shape[0], self.shape[1], self.n_concepts])}
+
     def save(self, path: str | Path) -> None:
-        write_npz(path, entry_img=self.entry_img, entry_con=self.entry_con, bits=self.bits,
-                  meta=np.array([self.n_images, self.shape[0], self.shape[1], self.n_concepts]))
+        """labels.npz, with `sha256`: a digest of its arrays (checked by `load`)."""
+        from dissect.runs.digest import digest
+        arrays = self._arrays()
+        write_npz(path, **arrays, sha256=np.array(digest(arrays)))
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelIndex":
-        with np.load(path) as z:
-            n, h, w, c = (int(v) for v in z["meta"])
-            return cls(n, (h, w), c, z["entry_img"], z["entry_con"], z["bits"])
+        """Read labels.npz with dissect.runs.safe and check it: its digest, shapes and ranges
+        (RunError naming the file otherwise: a truncated, zeroed or out-of-range file)."""
+        from dissect.errors import RunError
+        from dissect.runs import safe
+        from dissect.runs.digest import verify
+        path = Path(path)
+        fix = "delete it; `python -m dissect explain` builds it again from the probe"
+        z = safe.read_npz(path, path.parent, owner=f"run '{path.parent.name}'", fix=fix)
+        what = f"labels.npz of run '{path.parent.name}'"
+        need = ("entry_img", "entry_con", "bits", "meta")
+        if any(k not in z for k in need):
+            raise RunError(f"{what} lacks {', '.join(k for k in need if k not in z)}; {fix}")
+        arrays = {k: z[k] for k in need}
+        sha = z.get("sha256")
+        verify(str(sha) if sha is not None and sha.ndim == 0 else None, tensors=arrays,
+               what=what, fix=fix)
+        meta = arrays["meta"]
+        if meta.shape != (4,) or meta.dtype.kind not in "iu" or (meta < 0).any():
+            raise RunError(f"{what}: meta is not 4 counts; {fix}")
+        n, h, w, c = (int(v) for v in meta)
+        img, con, bits = arrays["entry_img"], arrays["entry_con"], arrays["bits"]
+        words = -(-h * w // 64)
+        if img.ndim != 1 or con.shape != img.shape or bits.shape != (len(img), words) \
+                or bits.dtype != np.uint64 or (len(img) and (img.min() < 0 or img.max() >= n
+                                                             or con.min() < 0 or con.max() >= c)):
+            raise RunError(f"{what}: its entries do not fit {n} images of {h}x{w} and {c} "
+                           f"concepts; {fix}")
+        return cls(n, (h, w), c, img, con, bits)
 
     # ------------------------------------------------------------------ counts
     def _in(self, subset: np.ndarray | None) -> np.ndarray | None:

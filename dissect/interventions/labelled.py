@@ -61,8 +61,12 @@ MAX_SET = 20_000      # images a toyworld:N set may ask for (its world is built 
 def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
                       limit: int | None = None, restyle: str | None = None,
                       pair: str | None = None, max_images: int = MAX_SET,
-                      progress: Callable[[int, int], None] | None = None) -> LabelledSet:
+                      progress: Callable[[int, int], None] | None = None,
+                      list_folders: bool = True) -> LabelledSet:
     """`toyworld[:N]` or `folder:DIR` (a bare existing DIR works too); at most `max_images`.
+
+    `list_folders=False` (the app): an error never lists the folder's sub-folders (the
+    server's folder names are not shown to whoever reaches the page).
 
     `restyle="sea:snow"` (ToyWorld only): the same scenes with that concept in another style.
     `pair="sun"` (toyworld only): N scenes with and without the sun; a twin that completes no
@@ -88,11 +92,12 @@ def open_labelled_set(spec: str, lm: LoadedModel, *, seed: int = 0,
                             "drop --pair")
     if kind == "folder" or (not arg and os.path.isdir(spec)):
         return _folder_set(spec, arg if kind == "folder" else spec, lm,
-                           min(limit or max_images, max_images))
+                           min(limit or max_images, max_images), list_folders)
     raise AblationError(f"unknown set '{spec}': use toyworld:N or folder:DIR (ImageFolder layout)")
 
 
-def _folder_set(spec: str, root: str, lm: LoadedModel, limit: int | None) -> LabelledSet:
+def _folder_set(spec: str, root: str, lm: LoadedModel, limit: int | None,
+                list_folders: bool = True) -> LabelledSet:
     if not os.path.isdir(root):
         raise AblationError(f"set folder '{root}' does not exist; give a folder with one "
                             "sub-folder per class (ImageFolder layout)")
@@ -102,9 +107,9 @@ def _folder_set(spec: str, root: str, lm: LoadedModel, limit: int | None) -> Lab
     if not matched:
         some = ", ".join(lm.class_names[:5])
         raise AblationError(
-            f"no sub-folder of '{root}' names a class of {lm.name} (folders: "
-            f"{', '.join(folders[:6]) or 'none'}; classes are e.g. {some}); rename the folders "
-            "to class names")
+            f"no sub-folder of '{root}' names a class of {lm.name} ("
+            + (f"folders: {', '.join(folders[:6]) or 'none'}; " if list_folders else "")
+            + f"classes are e.g. {some}); rename the folders to class names")
     paths, labels, skipped = [], [], 0
     for d in folders:
         if d not in matched:
@@ -123,7 +128,8 @@ def _folder_set(spec: str, root: str, lm: LoadedModel, limit: int | None) -> Lab
     if not paths:
         raise AblationError(f"the class folders of '{root}' hold no readable images; put PNG or "
                             "JPEG files in them")
-    notes = [f"folders without a matching class, left out: {', '.join(sorted(set(folders) - set(matched)))}"] \
+    left = ", ".join(sorted(set(folders) - set(matched))) if list_folders else "some"
+    notes = [f"folders without a matching class, left out: {left}"] \
         if len(matched) < len(folders) else []
     if skipped:
         notes.append(f"{skipped} file(s) that are not readable images, left out")

@@ -24,9 +24,24 @@ def _npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), np.dtype(dtype), f.tell()
 
 
-def _check_npy(path: Path, shape: tuple, problems: list[str], rel: str) -> None:
-    if not path.is_file():
+def _present(path: Path, problems: list[str], rel: str) -> bool:
+    """Whether `path` is a regular file inside the run folder (dissect.runs.safe); else the
+    problem (missing, a directory, a FIFO, a device, a link out of the folder) is added."""
+    from dissect.runs.safe import check_file
+    run_dir = path.parents[len(Path(rel).parts) - 1]
+    try:
+        check_file(path, run_dir)
+    except FileNotFoundError:
         problems.append(f"{rel} is missing")
+        return False
+    except RunError as e:
+        problems.append(f"{rel} {e}")
+        return False
+    return True
+
+
+def _check_npy(path: Path, shape: tuple, problems: list[str], rel: str) -> None:
+    if not _present(path, problems, rel):
         return
     try:
         with open(path, "rb") as f:
@@ -43,8 +58,7 @@ def _check_npy(path: Path, shape: tuple, problems: list[str], rel: str) -> None:
 
 
 def _check_npz(path: Path, keys: dict[str, tuple], problems: list[str], rel: str) -> None:
-    if not path.is_file():
-        problems.append(f"{rel} is missing")
+    if not _present(path, problems, rel):
         return
     try:
         with zipfile.ZipFile(path) as z:
@@ -83,18 +97,19 @@ def check_run(path: str | Path) -> list[str]:
     units = counts.get("units") or {}
     problems: list[str] = []
     for table, n in (("concepts.csv", n_con), ("images.csv", n_img)):
-        rows = _rows(path / table) if (path / table).is_file() else None
+        rows = _rows(path / table) if _present(path / table, problems, table) else False
         if rows is None:
-            problems.append(f"{table} is missing")
-        elif n is not None and rows != n:
+            problems.append(f"{table} cannot be read")
+        elif rows is not False and n is not None and rows != n:
             problems.append(f"{table} has {rows} rows, expected {n}")
     for layer in cfg["layers"]:
         d, rel = path / "layers" / layer, f"layers/{layer}"
         k = units.get(layer)
-        rows = _rows(d / "units.csv") if (d / "units.csv").is_file() else None
+        rows = _rows(d / "units.csv") if _present(d / "units.csv", problems,
+                                                    f"{rel}/units.csv") else False
         if rows is None:
-            problems.append(f"{rel}/units.csv is missing")
-        elif k is not None and rows != k:
+            problems.append(f"{rel}/units.csv cannot be read")
+        elif rows is not False and k is not None and rows != k:
             problems.append(f"{rel}/units.csv has {rows} rows, expected {k}")
         _check_npy(d / "iou.npy", (k, n_con), problems, f"{rel}/iou.npy")
         _check_npy(d / "imgmax.npy", (n_img, k), problems, f"{rel}/imgmax.npy")

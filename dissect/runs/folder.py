@@ -14,10 +14,9 @@ on disk) and dissect.runs.atomic (temp file + rename, so a reader never sees hal
 from __future__ import annotations
 
 import os
-import zipfile
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,70 +92,74 @@ class Run:
         return d
 
     def _need(self, path: Path) -> Path:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise RunError(f"{path} is missing (run status: {self.status}); run the same "
                            "`python -m dissect run ...` command again to resume it")
         return path
 
-    def _read(self, path: Path, read: Callable[[Path], Any]) -> Any:
-        """read(path) for a file of this run; RunError naming the file and the repair when it
-        is missing, truncated or of the wrong kind (never a raw numpy/zip/pandas error)."""
+    def _read(self, path: Path, kind: str) -> Any:
+        """The file `path` of this run read by dissect.runs.safe (kind: csv, npy, npz, mmap):
+        RunError naming the file and the repair when it is missing, unsafe (a directory, FIFO,
+        device, link out of the folder), too large, truncated or of the wrong kind."""
+        from dissect.runs import safe
         self._need(path)
-        try:
-            return read(path)
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
-                pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            rel = path.relative_to(self.path) if path.is_relative_to(self.path) else path.name
-            raise RunError(f"{rel} of run '{self.name}' cannot be read ({type(e).__name__}); "
-                           f"{repair_hint(self.path)}") from None
+        opts = {"error": RunError, "owner": f"run '{self.name}'", "fix": repair_hint(self.path)}
+        if kind == "csv":
+            return safe.read_csv(path, self.path, **opts)
+        if kind == "npz":
+            return safe.read_npz(path, self.path, **opts)
+        return safe.read_npy(path, self.path, mmap=kind == "mmap", **opts)
 
     # -- tables
     @cached_property
     def concepts(self) -> pd.DataFrame:
         """concept, name, category, images, pixels; row i = column i of iou.npy."""
-        return self._read(self.path / "concepts.csv", _csv)
+        return self._read(self.path / "concepts.csv", "csv")
 
     @cached_property
     def images(self) -> pd.DataFrame:
         """index, path, split, width, height: the probe images in the order used."""
-        return self._read(self.path / "images.csv", _csv)
+        return self._read(self.path / "images.csv", "csv")
 
     def units(self, layer: str) -> pd.DataFrame:
         """unit, category, label, concept, iou, threshold (+ per-category columns)."""
         path = self.layer_dir(layer) / "units.csv"
-        df = self._read(path, _csv)
+        df = self._read(path, "csv")
         missing = [c for c in ("unit", "category", "label", "iou") if c not in df.columns]
         bad = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
                and _not_numbers(df[c], allow_nan=c != "unit")]
-        if missing or bad:
+        inf = [c for c in ("unit", "iou", "threshold") if c in df.columns and not missing
+               and not bad and np.isinf(pd.to_numeric(df[c], errors="coerce")).any()]
+        if missing or bad or inf:
             what = (f"has no column {', '.join(missing)}" if missing
-                    else f"has non-numbers in column {', '.join(bad)}")
+                    else f"has non-numbers in column {', '.join(bad)}" if bad
+                    else f"has an infinite number in column {', '.join(inf)}")
             raise RunError(f"layers/{layer}/units.csv of run '{self.name}' {what}; "
                            f"{repair_hint(self.path)}")
-        return df
+        return _numeric(df)
 
     # -- arrays
     def iou(self, layer: str) -> np.ndarray:
         """float32 [units, concepts]."""
-        return self._read(self.layer_dir(layer) / "iou.npy", np.load)
+        return self._read(self.layer_dir(layer) / "iou.npy", "npy")
 
     def topk(self, layer: str) -> dict[str, np.ndarray]:
         """{"indices": int64 [units, k], "values": float32 [units, k], "maps": f16 [units,k,h,w]}."""
-        return self._read(self.layer_dir(layer) / "topk.npz", _npz)
+        return self._read(self.layer_dir(layer) / "topk.npz", "npz")
 
     def imgmax(self, layer: str) -> np.ndarray:
         """float32 [images, units]: each unit's max raw activation per image."""
-        return self._read(self.layer_dir(layer) / "imgmax.npy", np.load)
+        return self._read(self.layer_dir(layer) / "imgmax.npy", "npy")
 
     def hist(self, layer: str) -> dict[str, np.ndarray]:
         """{"edges": float32 [units, B+1], "counts": int64 [units, B]}."""
-        return self._read(self.layer_dir(layer) / "hist.npz", _npz)
+        return self._read(self.layer_dir(layer) / "hist.npz", "npz")
 
     def acts(self, layer: str) -> np.ndarray | None:
         """[images, units, h, w] raw activations, memory-mapped: the engine's cache itself (float32,
         or float16 with --cache-dtype float16), so `> T_k` gives its active pixels; None when not kept."""
         path = self.layer_dir(layer) / "acts.npy"
-        return self._read(path, lambda p: np.load(p, mmap_mode="r")) if path.exists() else None
+        return self._read(path, "mmap") if os.path.lexists(path) else None
 
     def thresholds(self, layer: str) -> np.ndarray:
         """float32 [units]: T_k."""
@@ -164,19 +167,26 @@ class Run:
 
 
 
+_TEXT = ("label", "category", "formula", "formula_exact", "concept_name", "name")
+
+
+def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns that hold only numbers, "" or "nan" as numbers (NaN for the empty ones): a
+    hand-edited "nan" never leaves a column of strings for a page to compare with floats."""
+    for c in df.columns:
+        if c in _TEXT or pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        blank = df[c].astype(str).str.strip().str.lower().isin(["", "nan"])
+        if num.notna().any() and (num.notna() | blank).all():
+            df[c] = num
+    return df
+
+
 def _not_numbers(col: pd.Series, allow_nan: bool) -> bool:
     num = pd.to_numeric(col, errors="coerce")
     empty = col.astype(str).str.strip().str.lower().isin(["", "nan"]) if allow_nan else False
     return bool((num.isna() & ~empty).any())
-
-
-def _csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False)
-
-
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
 def open_run(path: str | os.PathLike) -> Run:
@@ -194,7 +204,7 @@ def list_runs(root: str | os.PathLike) -> list[Run]:
         return []
     runs, updated = [], {}
     for d in sorted(root.iterdir()):
-        if d.is_dir() and (d / "run.json").exists():
+        if d.is_dir() and os.path.lexists(d / "run.json"):
             run = Run(d)
             try:
                 updated[d] = str(run.info.get("updated") or "")

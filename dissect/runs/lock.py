@@ -102,8 +102,9 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def _read(path: Path) -> dict:
+    from dissect.runs.safe import read_bytes
     try:
-        info = json.loads(path.read_text() or "{}")
+        info = json.loads(read_bytes(path, path.parent, limit=1 << 20) or b"{}")
         return info if isinstance(info, dict) else {}
     except (OSError, ValueError):
         return {}

@@ -294,9 +294,10 @@ class RunRenderer:
     def _cached(self, key: str, make: Callable[[], np.ndarray], fmt: str = "JPEG") -> bytes:
         ext = "jpg" if fmt == "JPEG" else "png"
         path = self.cache_dir / self.sig / f"{key}.{ext}"
-        try:
-            return path.read_bytes()
-        except OSError:
+        from dissect.runs.safe import read_bytes
+        try:                  # a regular file inside the cache, bounded: never a FIFO or a device
+            return read_bytes(path, self.cache_dir, limit=64 << 20)
+        except (OSError, ValueError):
             pass
         data = encode(make(), fmt)
         try:

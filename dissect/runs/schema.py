@@ -17,7 +17,6 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Union
 
-import json
 import os
 from pathlib import Path
 
@@ -156,15 +155,14 @@ def check_layer_name(layer: str, where: str = "the layer") -> str:
 
 def read_info(path: str | os.PathLike) -> dict:
     """run.json of a run folder, checked for format version; RunError with the fix otherwise."""
+    from dissect.runs.safe import read_json
     path = Path(path)
     f = path / "run.json"
-    if not f.exists():
+    if not os.path.lexists(f):
         raise RunError(f"{path} is not a run folder (no run.json); create one with "
                        f"`python -m dissect run ... --out {path}`")
-    try:
-        info = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{f} is not valid JSON ({e}); delete the folder and run again") from None
+    info = read_json(f, path, owner=f"run '{path.name}'",
+                     fix="delete the folder and run the dissection again")
     version = info.get("format_version") if isinstance(info, dict) else None
     if isinstance(info, dict) and version != FORMAT_VERSION:
         raise RunError(f"{f} has format_version {version!r}, this version reads "

@@ -77,10 +77,23 @@ def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The tensors of a weights file (safetensors or weights-only torch); ModelError naming the
+    file for anything else (a pickle, a truncated or binary file)."""
+    from dissect.models.checkpoint import read_checkpoint
+    return read_checkpoint(str(path))
+
+
+def _check_edit(path: Path) -> None:
+    """An edit folder's weights (EDIT/weights.safetensors) must match the hash its edit.json
+    records (dissect.editing.files); ModelError naming both otherwise."""
+    if path.name != "weights.safetensors" or not (path.parent / "edit.json").is_file():
+        return
+    from dissect.editing.files import read_edit
+    from dissect.errors import ModelError
+    try:
+        read_edit(path.parent)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
 
 
 def load_toyworld(weights: str = "default", device: str = "cpu"):
@@ -97,6 +110,7 @@ def load_toyworld(weights: str = "default", device: str = "cpu"):
         if not path.is_file():
             raise ModelError(f"ToyWorld weights '{path}' not found: train them with "
                              "`python -m dissect toyworld train` or pass --weights none")
+        _check_edit(path)
         try:
             model.load_state_dict(load_state(path))
         except (RuntimeError, KeyError, ValueError) as e:
@@ -104,7 +118,10 @@ def load_toyworld(weights: str = "default", device: str = "cpu"):
                              "use the default weights or retrain") from None
         side = sidecar_path(path)
         if side.is_file():
-            meta = json.loads(side.read_text())
+            from dissect.runs.safe import read_json
+            meta = read_json(side, side.parent, error=ModelError, owner="the weights",
+                             fix="delete it or save the weights again")
+            meta = meta if isinstance(meta, dict) else {}
             mean = tuple(meta.get("mean", mean))
             std = tuple(meta.get("std", std))
         label = "default" if path == DEFAULT_WEIGHTS else str(path)

@@ -15,7 +15,7 @@ and linked from run.json ("baselines").
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -103,8 +103,10 @@ def baseline_counts(run, layer: str) -> dict[str, dict]:
     "random-init": {...}}; {} when it has none."""
     out: dict[str, dict] = {}
     f = run.layer_dir(layer) / ROTATION_FILE
-    if f.exists():
-        out["rotation"] = json.loads(f.read_text())
+    if os.path.lexists(f):
+        from dissect.runs.safe import read_json
+        out["rotation"] = read_json(f, run.path, owner=f"run '{run.name}'",
+                                    fix="run the dissection again with --baseline rotation")
     link = (run.info.get("baselines") or {}).get("random-init")
     if link:
         from dissect.runs.folder import open_run
