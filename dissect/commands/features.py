@@ -10,7 +10,6 @@ the layer's own units, the interpretable and unique-concept counts.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 

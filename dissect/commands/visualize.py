@@ -13,7 +13,6 @@ score (Geirhos path check, with --run) and a sentence saying them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
