@@ -24,8 +24,12 @@ st.markdown(f"#### {n} of {m} units interpretable, covering {k} concepts, IoU �
                f"{int((units.interpretable & significant).sum())} of them interpretable"))
 if significant is not None:
     from dissect.trust.columns import layer_warnings
+    at_floor = "p_method" in units and (units["p_method"] == "floor").any()
     for line in layer_warnings(units, int(get_run(ctx.path, ctx.stamp).config.get("null") or 0)):
-        st.warning(line, icon="⚠️")
+        if at_floor:        # a tail fit was refused: those units cannot reach q ≤ 0.05
+            st.warning(line, icon="⚠️")
+        else:               # every p below the floor came from a tail fit: a note, not an alarm
+            st.caption(line)
 if n == 0:
     st.info(f"No unit of {ctx.layer} reaches IoU {t:g}. Untrained (random) weights give this; "
             "the charts below still show every unit's best match.")

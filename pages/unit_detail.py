@@ -42,7 +42,14 @@ def _jump() -> None:
     common.set_state(unit=int(st.session_state["unit_jump"]))
 
 
-st.title(f"Unit {unit} · {row['label'] or '—'}")
+def _p(value: float) -> str:
+    """A p- or q-value as shown: below what the tail fit resolves (dissect.trust.tail.MIN_P)
+    it reads "< 1e-11", not a precise-looking 1e-12."""
+    from dissect.trust.tail import MIN_P
+    return f"< {MIN_P * 10:.0e}" if float(value) <= MIN_P * 10 else f"{value:.3g}"
+
+
+st.title(f"{'Feature' if '@' in ctx.layer else 'Unit'} {unit} · {row['label'] or '—'}")
 nav1, nav2, nav3, nav4 = st.columns([1.3, 1.3, 2, 5.4], vertical_alignment="center")
 nav1.button("◀ Previous", key="prev_unit", on_click=_step, args=(-1,), width="stretch")
 nav2.button("Next ▶", key="next_unit", on_click=_step, args=(1,), width="stretch")
@@ -83,13 +90,13 @@ if "p_value" in row and pd.notna(row["p_value"]):
     m3.metric("Label stability", f"{row['label_stability']:.0%}"
               if pd.notna(row["label_stability"]) else "—",
               help="Share of bootstrap resamples that keep this label")
-    m4.metric("p-value", f"{row['p_value']:.3g}",
+    m4.metric("p-value", _p(row["p_value"]),
               help="Image-permutation null of the best IoU over all concepts"
               + ({"gpd": "; below the permutation floor, estimated from the null's tail "
                          "(generalised Pareto fit)",
                   "floor": "; at the permutation floor (no tail fit passed its test)"}
                  .get(str(row.get("p_method", "")), "")))
-    m5.metric("q-value", f"{row['q_value']:.3g}", help="Benjamini–Hochberg over the layer; "
+    m5.metric("q-value", _p(row["q_value"]), help="Benjamini–Hochberg over the layer; "
               "significant at q ≤ 0.05")
     m6.metric("p localised", f"{row['p_localised']:.3g}",
               help="Roll/flip null within each image: small means it finds where the concept is")

@@ -94,7 +94,8 @@ def section(ctx, row, indices) -> None:
         st.caption(f"An exhaustive search over this unit's overlapping concepts found "
                    f"`{exact}` (IoU {float(row['formula_exact_iou']):.4f}).")
     if label_index(ctx.path, ctx.stamp) is None:
-        st.caption("labels.npz is missing: rerun `python -m dissect explain` to draw the formula.")
+        st.caption("labels.npz is missing, damaged or from an older version (no checksum): rerun "
+                   "`python -m dissect explain` to rebuild it and draw the formula.")
         return
     if st.toggle("Show where the formula holds on the top images", key="show_formula",
                  value=True):

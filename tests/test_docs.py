@@ -100,7 +100,7 @@ def test_tour_runs_as_written_on_a_small_toyworld(tmp_path):
     """The tour's commands, in order, in a fresh folder; only the sizes shrink (a 400-image
     world with 200 permutations, 150 images to ablate on) so the test takes minutes, not ten."""
     cmds = tour_commands()
-    assert cmds[0] == "python -m dissect default-run" and len(cmds) == 3
+    assert cmds[0] == "python -m dissect default-run" and len(cmds) == 5
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "DISSECT_CACHE": str(REPO / ".cache")}
     outputs = []
@@ -112,10 +112,13 @@ def test_tour_runs_as_written_on_a_small_toyworld(tmp_path):
                            capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, f"{line}\n{p.stderr[-3000:]}"
         outputs.append(p.stdout + p.stderr)
-    run, explained, ablated = outputs
+    run, explained, ablated, features, drawn = outputs
     assert "[3/3] formulas ready" in run and "significant" in run
     assert (tmp_path / "runs" / "toyworld-default" / "layers" / "conv6" / "formulas.json").exists()
     assert "conv6 formulas:" in explained and "# conv6" in explained
     assert "sun" in explained
     beach = re.search(r"beach\s+\d+\s+([\d.]+)%\s+([\d.]+)%", ablated)
     assert beach and float(beach.group(2)) < float(beach.group(1)) - 30, ablated[-2000:]
+    assert "conv6@sae512: R²" in features
+    assert (tmp_path / "runs" / "toyworld-default" / "layers" / "conv6@sae512" / "units.csv").exists()
+    assert sorted(p.name for p in (tmp_path / "runs" / "vis-sun").glob("unit_*.png")), drawn[-2000:]
