@@ -102,7 +102,9 @@ def test_sun_feature_direction_steers(toy_run, tmp_path, capsys):
     run = open_run(toy_run)
     name = next((l for l in run.layers if l.startswith("conv6@sae")), None) or \
         features_layer(toy_run, "conv6", "sae", k=256, progress=False, keep_acts=False)["layer"]
-    feat = concept_units(run, name, "sun")[0]
+    table = run.units(name)
+    sun = table[table["unit"].isin(concept_units(run, name, "sun"))]
+    feat = int(sun.loc[sun["iou"].idxmax(), "unit"])         # the best sun feature
     dest = tmp_path / "sunfeat"
     assert main(["direction", "--feature", str(toy_run), name, str(feat), "--out",
                  str(dest)]) == 0
