@@ -207,8 +207,8 @@ def test_explain_cli_writes_the_columns(run_copy, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--length", "0"], "--length 0: a formula has 1 to 10"),
-    (["--length", "11"], "--length 11: a formula has 1 to 10"),
+    (["--length", "0"], "--length 0 must be at least 1"),
+    (["--length", "11"], "--length 11 must be at most 10"),
     (["--mentions", "skyy"], "unknown concept 'skyy': did you mean sky"),
 ])
 def test_explain_bad_options(run_copy, capsys, argv, message):
@@ -226,7 +226,7 @@ def test_explain_without_label_data_names_the_command(run_copy, capsys):
     (run_copy / "run.json").write_text(json.dumps(info))
     assert main(["explain", str(run_copy), "--layer", "layer4", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "no label data" in err and "python -m dissect run" in err
+    assert "no usable label data" in err and "python -m dissect run" in err
     (run_copy / "layers" / "layer4" / "acts.npy").unlink()
     assert main(["explain", str(run_copy), "--layer", "layer4", "--quiet"]) == 2
     assert "--no-acts" in capsys.readouterr().err
