@@ -167,7 +167,7 @@ def _one_line(capsys, *words: str) -> str:
     (["--units", "0", "--method", "dream"], ["--method dream"]),
     ([], ["choose units"]),
     (["--units", "0", "--steps", "-3"], ["--steps -3"]),
-    (["--units", "0", "--size", "99999"], ["--size 99999 is larger"]),
+    (["--units", "0", "--size", "99999"], ["--size 99999 must be at most"]),
 ])
 def test_bad_requests_one_line(tmp_path, capsys, extra, words):
     assert main(["visualize", "--model", PLANTED, "--layer", "units", "--out",

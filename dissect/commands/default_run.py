@@ -55,9 +55,10 @@ def complete_runs(root: Path) -> list[Path]:
         return out
     for d in sorted(root.iterdir()):
         if (d / "run.json").is_file():
-            from dissect.runs.schema import read_info
+            from dissect.runs.safe import read_json
             try:
-                if read_info(d).get("status") == "complete":     # dissect.runs.safe
+                info = read_json(d / "run.json", d)                # regular file, capped
+                if isinstance(info, dict) and info.get("status") == "complete":
                     out.append(d)
             except (OSError, ValueError):
                 continue
