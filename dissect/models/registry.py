@@ -106,18 +106,15 @@ def load_model(name: str, weights: str | None = None, *, classes: str | None = N
     elif name == "toyworld-vit":
         from dissect.toyworld.vit import load_toyworld_vit
         lm = load_toyworld_vit(weights, device)
-    elif name == "efficientnet_lite0":
-        from dissect.models.presets.efficientnet_lite0 import load_efficientnet_lite0
-        lm = load_efficientnet_lite0(weights, device)
+    elif name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        from dissect.models.presets.efficientnet_lite import load_efficientnet_lite
+        lm = load_efficientnet_lite(int(name[-1]), weights, device)
     elif name.startswith("timm:"):
         from dissect.models.zoo_timm import load_timm
         lm = load_timm(name[len("timm:"):], weights, device)
     elif name.startswith("hf:"):
         from dissect.models.zoo_hf import load_hf
         lm = load_hf(name[len("hf:"):], weights, device)
-    elif name in ("efficientnet_lite1", "efficientnet_lite2"):
-        from dissect.models.presets.efficientnet_lite import load_efficientnet_lite
-        lm = load_efficientnet_lite(int(name[-1]), weights, device)
     elif is_model_file(name):
         lm = _load_user_module(name, weights)
     else:

@@ -1,5 +1,5 @@
-"""Presets `efficientnet_lite1` and `efficientnet_lite2`: the lite0 preset's family at two more
-sizes, real ImageNet weights, offline, in timm's `tf_efficientnet_lite{1,2}`.
+"""Presets `efficientnet_lite0`, `efficientnet_lite1` and `efficientnet_lite2`: one family at
+three sizes, real ImageNet weights, offline, in timm's `tf_efficientnet_lite{0,1,2}`.
 
     lm = load_efficientnet_lite(1, "DEFAULT")   # or "none" (random init) or a timm-named FILE
     lm = load_model("efficientnet_lite2")        # through the registry (dissect.models.registry)
@@ -23,7 +23,7 @@ from dissect.models.loaded import LoadedModel
 from dissect.errors import ModelError
 from dissect.models.presets.efficientnet_lite0 import convert_state_dict
 
-VARIANTS = (1, 2)
+VARIANTS = (0, 1, 2)
 
 
 def package_weights_path(variant: int) -> str:
