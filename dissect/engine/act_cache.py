@@ -22,6 +22,16 @@ import numpy as np
 from dissect.runs.atomic import FILE_MODE, reserve
 
 
+def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) of a .npy file, reading no data."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if major == 1
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        return tuple(shape), fortran, dtype, f.tell()
+
+
 class ActCache:
     """Rows of a C-order .npy file on disk, indexed like an array on the first axis."""
 
@@ -48,12 +58,7 @@ class ActCache:
     @classmethod
     def open(cls, path: str | os.PathLike) -> "ActCache":
         """An existing cache file (its header read, no data)."""
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = (np.lib.format.read_array_header_1_0 if major == 1
-                    else np.lib.format.read_array_header_2_0)
-            shape, _fortran, dtype = read(f)
-            offset = f.tell()
+        shape, _fortran, dtype, offset = npy_header(path)
         return cls(Path(path), dtype, tuple(shape), offset)
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dissect.engine.act_cache import ActCache
+from dissect.engine.act_cache import ActCache, npy_header
 from dissect.engine.config import DissectConfig
 from dissect.engine.stats import Histogram, IoUTally, MinMax, TailQuantile, TopK
 from dissect.errors import LayerError
@@ -107,12 +107,7 @@ def open_cache(path: Path, dtype, shape: tuple[int, ...],
 def npy_fits(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
     """Whether `path` is a whole .npy of this dtype and shape (header and size; no data read)."""
     try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = (np.lib.format.read_array_header_1_0 if major == 1
-                    else np.lib.format.read_array_header_2_0)
-            shp, fortran, dt = read(f)
-            offset = f.tell()
+        shp, fortran, dt, offset = npy_header(path)
     except (ValueError, OSError, EOFError):
         return False
     return (tuple(shp) == shape and dt == dtype and not fortran
