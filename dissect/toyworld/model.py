@@ -96,35 +96,40 @@ def _check_edit(path: Path) -> None:
         raise ModelError(str(e)) from None
 
 
+def load_weights(model, weights: str, default: Path, what: str, train: str
+                 ) -> tuple[str, tuple, tuple, dict]:
+    """Load "default"/"DEFAULT", "none" or a file into a ToyWorld `model` (in place); returns
+    (label, mean, std, sidecar meta). ModelError names the file and the fix."""
+    from dissect.errors import ModelError
+    if weights.lower() == "none":
+        return "none", MEAN, STD, {}
+    path = default if weights.lower() == "default" else Path(weights)
+    if not path.is_file():
+        raise ModelError(f"{what} weights '{path}' not found: train them with "
+                         f"`{train}` or pass --weights none")
+    _check_edit(path)
+    try:
+        model.load_state_dict(load_state(path))
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise ModelError(f"'{path}' is not a {what} checkpoint ({str(e)[:120]}); "
+                         "use the default weights or retrain") from None
+    meta: dict = {}
+    side = sidecar_path(path)
+    if side.is_file():
+        from dissect.runs.safe import read_json
+        meta = read_json(side, side.parent, error=ModelError, owner="the weights",
+                         fix="delete it or save the weights again")
+        meta = meta if isinstance(meta, dict) else {}
+    label = "default" if path == default else str(path)
+    return label, tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD)), meta
+
+
 def load_toyworld(weights: str = "default", device: str = "cpu"):
     """The ToyWorld CNN as a LoadedModel: weights "default"/"DEFAULT", "none" or a file path."""
     from dissect.models.loaded import LoadedModel
-    from dissect.errors import ModelError
     model = ToyWorldCNN()
-    meta: dict = {}
-    mean, std = MEAN, STD
-    if weights.lower() == "none":
-        label = "none"
-    else:
-        path = DEFAULT_WEIGHTS if weights.lower() == "default" else Path(weights)
-        if not path.is_file():
-            raise ModelError(f"ToyWorld weights '{path}' not found: train them with "
-                             "`python -m dissect toyworld train` or pass --weights none")
-        _check_edit(path)
-        try:
-            model.load_state_dict(load_state(path))
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise ModelError(f"'{path}' is not a ToyWorld CNN checkpoint ({str(e)[:120]}); "
-                             "use the default weights or retrain") from None
-        side = sidecar_path(path)
-        if side.is_file():
-            from dissect.runs.safe import read_json
-            meta = read_json(side, side.parent, error=ModelError, owner="the weights",
-                             fix="delete it or save the weights again")
-            meta = meta if isinstance(meta, dict) else {}
-            mean = tuple(meta.get("mean", mean))
-            std = tuple(meta.get("std", std))
-        label = "default" if path == DEFAULT_WEIGHTS else str(path)
+    label, mean, std, meta = load_weights(model, weights, DEFAULT_WEIGHTS, "ToyWorld CNN",
+                                          "python -m dissect toyworld train")
     model.eval().to(device)
     return LoadedModel(model, "toyworld", label, list(SCENE_NAMES), mean, std,
                        input_size=224, device=device, meta=meta)

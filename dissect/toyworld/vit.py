@@ -16,14 +16,12 @@ Weights: dissect/toyworld/weights/toyworld_vit.safetensors + toyworld_vit.json.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dissect.toyworld.model import MEAN, POOL_TO, STD, WEIGHTS_DIR, load_state, sidecar_path
+from dissect.toyworld.model import POOL_TO, WEIGHTS_DIR, load_weights
 from dissect.toyworld.world import SCENE_NAMES
 
 DEFAULT_VIT_WEIGHTS = WEIGHTS_DIR / "toyworld_vit.safetensors"
@@ -125,28 +123,9 @@ class ToyWorldViT(nn.Module):
 def load_toyworld_vit(weights: str = "default", device: str = "cpu"):
     """The ToyWorld ViT as a LoadedModel: weights "default"/"DEFAULT", "none" or a file path."""
     from dissect.models.loaded import LoadedModel
-    from dissect.errors import ModelError
     model = ToyWorldViT()
-    meta: dict = {}
-    mean, std = MEAN, STD
-    if weights.lower() == "none":
-        label = "none"
-    else:
-        path = DEFAULT_VIT_WEIGHTS if weights.lower() == "default" else Path(weights)
-        if not path.is_file():
-            raise ModelError(f"ToyWorld ViT weights '{path}' not found: train them with "
-                             "`python -m dissect toyworld train --arch vit` or pass --weights none")
-        try:
-            model.load_state_dict(load_state(path))
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise ModelError(f"'{path}' is not a ToyWorld ViT checkpoint ({str(e)[:120]}); "
-                             "use the default weights or retrain") from None
-        side = sidecar_path(path)
-        if side.is_file():
-            meta = json.loads(side.read_text())
-            mean = tuple(meta.get("mean", mean))
-            std = tuple(meta.get("std", std))
-        label = "default" if path == DEFAULT_VIT_WEIGHTS else str(path)
+    label, mean, std, meta = load_weights(model, weights, DEFAULT_VIT_WEIGHTS, "ToyWorld ViT",
+                                          "python -m dissect toyworld train --arch vit")
     model.eval().to(device)
     return LoadedModel(model, "toyworld-vit", label, list(SCENE_NAMES), mean, std,
                        input_size=224, device=device, meta=meta)
