@@ -62,6 +62,33 @@ def test_unfolded_conv_equals_the_conv_and_edit_restores():
     assert torch.equal(t.module.weight, before)
 
 
+def test_a_linear_layer_of_a_vit_takes_one_key_per_patch_token_the_concept_covers():
+    """A transformer MLP's fc2 runs at every token: its keys are the patch tokens whose 8 px
+    cell the concept covers (never the class token), its values that token's output, and the
+    closed form writes them as it does a conv's cells."""
+    from dissect.editing.rewrite import keys_values, layer_io
+    from dissect.toyworld.vit import load_toyworld_vit
+    torch.manual_seed(0)
+    lm = load_toyworld_vit("none")
+    t = edit_target(lm.model, "blocks.3.mlp.fc2")
+    x = torch.rand(2, 3, 224, 224)
+    masks = torch.zeros(2, 224, 224, dtype=torch.bool)
+    masks[0, :32, :48] = True                     # 16 px cells at 224: tokens (0..1, 0..2)
+    masks[1, 208:, 208:] = True                   # token (13, 13) of image 1, its last one
+    keys, values = keys_values(lm, t, x, x, masks)
+    assert keys.shape == (192, 7) and values.shape == (96, 7)
+    inp, out = layer_io(lm.model, t, lm.normalize(x))
+    assert inp.shape == (2, 197, 192)
+    assert torch.allclose(keys[:, 0], inp[0, 1])                # token (0, 0) is token 1
+    assert torch.allclose(keys[:, -1], inp[1, 196])
+    assert torch.allclose(values[:, -1], out[1, 196] - t.module.bias, atol=1e-6)
+    upd = rank_one_update(t.flat_weight(), keys[:, :1], values[:, :1] + 1, _moment(192))
+    assert torch.allclose((t.flat_weight() + upd.delta) @ keys[:, :1], values[:, :1] + 1,
+                          atol=1e-3)
+    with pytest.raises(RewriteError, match=r"blocks\.3\.mlp\.fc2, the block's last linear"):
+        edit_target(lm.model, "blocks.3")
+
+
 def test_memit_update_fits_keys_with_small_lambda():
     g = torch.Generator().manual_seed(0)
     W, K = torch.randn(5, 12, generator=g), torch.randn(12, 4, generator=g)

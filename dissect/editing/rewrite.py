@@ -44,11 +44,13 @@ class Target:
         return w.reshape(w.shape[0], -1)
 
     def keys_of(self, inp: torch.Tensor) -> torch.Tensor:
-        """Layer input -> keys: B×D×L (unfolded patches for a conv; B×D×1 for a linear)."""
+        """Layer input -> keys: B×D×L (unfolded patches for a conv; for a linear, B×D×1 on a
+        flat input and B×D×N when it is applied at every token or position, B×N×D / B×H×W×D)."""
         m = self.module
         if isinstance(m, nn.Linear):
-            return inp.reshape(inp.shape[0], -1, 1) if inp.dim() == 2 else \
-                inp.reshape(-1, inp.shape[-1], 1)
+            if inp.dim() == 2:
+                return inp[:, :, None]
+            return inp.reshape(inp.shape[0], -1, inp.shape[-1]).transpose(1, 2)
         return F.unfold(inp, m.kernel_size, dilation=m.dilation, padding=m.padding,
                         stride=m.stride)
 
@@ -65,10 +67,18 @@ def edit_target(model: nn.Module, layer: str) -> Target:
         if isinstance(child, (nn.Conv2d, nn.Linear)):
             return edit_target(model, f"{layer}.{name}")
         break
-    hint = _enclosing_block(model, layer) or "a conv block such as conv5"
+    hint = _enclosing_block(model, layer) or _last_linear(mod, layer) or \
+        "a conv block such as conv5"
     raise RewriteError(f"layer '{layer}' is a {type(mod).__name__}, not a conv or linear layer "
                        f"(or a block that starts with one); choose e.g. {hint} "
                        "(list them with: python -m dissect layers --model M)")
+
+
+def _last_linear(block: nn.Module, layer: str) -> str | None:
+    """`layer.sub` naming the block's last linear layer (a transformer block's MLP output,
+    where ROME edits), or None."""
+    names = [n for n, m in block.named_modules() if n and isinstance(m, nn.Linear)]
+    return f"{layer}.{names[-1]}, the block's last linear layer" if names else None
 
 
 def _enclosing_block(model: nn.Module, layer: str) -> str | None:
@@ -175,6 +185,18 @@ def cell_mask(masks: torch.Tensor, shape: tuple[int, int], min_cover: float = 0.
     return (cover >= min_cover).reshape(len(masks), -1)
 
 
+def token_cell_mask(masks: torch.Tensor, out: torch.Tensor, model: nn.Module,
+                    min_cover: float = 0.5) -> torch.Tensor:
+    """B×N bool for a linear layer's B×N×C (tokens) or B×H×W×C output: the patch tokens the
+    concept covers; class and register tokens are never keys (dissect.models.layout's grid)."""
+    from dissect.models.layout import resolve
+    if out.dim() == 4:
+        return cell_mask(masks, tuple(out.shape[1:3]), min_cover)
+    r = resolve(out, model)
+    cells = cell_mask(masks, r.grid, min_cover)
+    return torch.cat([torch.zeros(len(cells), r.prefix, dtype=torch.bool), cells], 1)
+
+
 @torch.no_grad()
 def keys_values(lm, target: Target, x_style: torch.Tensor, x_orig: torch.Tensor,
                 masks: torch.Tensor, min_cover: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,15 +205,18 @@ def keys_values(lm, target: Target, x_style: torch.Tensor, x_orig: torch.Tensor,
     k_in, out_s = layer_io(lm.model, target, lm.normalize(x_style.to(lm.device)))
     _, out_o = layer_io(lm.model, target, lm.normalize(x_orig.to(lm.device)))
     keys = target.keys_of(k_in)                                  # B×D×L
-    if out_o.dim() == 4:
-        sel = cell_mask(masks, out_o.shape[-2:], min_cover).to(keys.device)   # B×L
+    if isinstance(target.module, nn.Conv2d):
+        sel = cell_mask(masks, out_o.shape[-2:], min_cover)      # B×L
         vals = out_o.flatten(2)                                  # B×Cout×L
-        if target.module.bias is not None:
-            vals = vals - target.module.bias[None, :, None]
-    else:
-        sel = masks.reshape(len(masks), -1).any(1, keepdim=True).to(keys.device)
-        vals = out_o[:, :, None] - (target.module.bias[None, :, None]
-                                    if target.module.bias is not None else 0)
+    elif out_o.dim() == 2:
+        sel = masks.reshape(len(masks), -1).any(1, keepdim=True)
+        vals = out_o[:, :, None]
+    else:                                                        # a linear at every token
+        sel = token_cell_mask(masks, out_o, lm.model, min_cover)
+        vals = out_o.reshape(len(out_o), -1, out_o.shape[-1]).transpose(1, 2)
+    sel = sel.to(keys.device)
+    if target.module.bias is not None:
+        vals = vals - target.module.bias[None, :, None]
     if not sel.any():
         raise RewriteError("the concept covers no cell of the layer's output in the exemplars; "
                            "choose exemplars where it is larger, or an earlier layer")
