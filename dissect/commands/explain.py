@@ -7,7 +7,6 @@ formula columns to layers/<layer>/units.csv and writes layers/<layer>/formulas.j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -95,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
     for layer in summary:
         print(summary_line(layer, run.units(layer)), file=sys.stderr)
     if args.json:
-        print(json.dumps(summary, indent=1))
+        from dissect.runs.digest import dumps_finite
+        print(dumps_finite(summary, "the explain summary", indent=1))
         return 0
     for layer in summary:
         df = run.units(layer)
