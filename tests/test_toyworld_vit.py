@@ -54,6 +54,16 @@ def test_bad_vit_weights_are_a_clear_error(tmp_path):
         load_toyworld_vit(str(DEFAULT_WEIGHTS))                    # the CNN's weights
 
 
+def test_eval_command_takes_the_vit(capsys):
+    from dissect.__main__ import main
+    from dissect.toyworld.model import DEFAULT_WEIGHTS
+    assert main(["toyworld", "eval", "--arch", "vit", "--n", "30", "--seed", "77", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 30 and 0 <= out["accuracy"] <= 1
+    assert main(["toyworld", "eval", "--arch", "vit", "--weights", str(DEFAULT_WEIGHTS)]) == 2
+    assert "not a ToyWorld ViT" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_accuracy_on_a_world_it_never_saw():
     from dissect.toyworld.train import evaluate

@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     b.add_argument("--workers", type=int, default=2)
 
     e = tw.add_parser("eval", help="accuracy of a ToyWorld model on a world of N images")
+    e.add_argument("--arch", choices=("cnn", "vit"), default="cnn")
     e.add_argument("--weights", default="default")
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--n", type=int, default=2000)
@@ -92,7 +93,8 @@ def _build(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from dissect.toyworld.model import load_toyworld
     from dissect.toyworld.train import evaluate
-    lm = load_toyworld(args.weights, "cpu")
+    from dissect.toyworld.vit import load_toyworld_vit
+    lm = (load_toyworld_vit if args.arch == "vit" else load_toyworld)(args.weights, "cpu")
     acc, per = evaluate(lm.model, args.seed, args.n)
     if args.json:
         per = {k: (v if v == v else None) for k, v in per.items()}   # null: no image of it
