@@ -207,14 +207,14 @@ def export(iv, units_df, result, set_result, run, model_name: str, weights: str,
         cols = [c for c in ("unit", "category", "label", "iou") if c in units_df.columns]
         rows = rows.merge(units_df[cols], on="unit", how="left")
     payload = {"model": model_name, "weights": weights, "run": str(run.path) if run else None,
-               "layer": iv.layer, "mode": iv.mode, "value": iv.value,
+               "layer": getattr(iv, "name", "") or iv.layer, "mode": iv.mode, "value": iv.value,
                "units": rows.to_dict("records"),
                "image": result.to_json() if result is not None else None,
                "set": set_result.to_json() if set_result is not None else None,
                "steer": None if steer is None else {
                    "concept": steer.d.concept, "method": steer.d.method, "layer": steer.layer,
                    "alpha_sigma": steer.alpha, "sigma": float(steer.d.sigma)}}
-    table = rows.assign(layer=iv.layer, mode=iv.mode, value=iv.value)
+    table = rows.assign(layer=getattr(iv, "name", "") or iv.layer, mode=iv.mode, value=iv.value)
     if set_result is not None:
         table = table.assign(acc_before=set_result.acc_before, acc_after=set_result.acc_after)
     c1, c2 = st.columns(2)             # made on click (callables), not on every rerun
