@@ -261,7 +261,7 @@ def main() -> None:
             from studio.data import plain_image
             thumb = lambda i: plain_image(str(run.path), st_, int(i))  # noqa: E731
         V.image_gallery(str(run.path) if images is not None else None,
-                        len(images) if images is not None else 0, thumb, tops)
+                        len(images) if images is not None else 0, thumb, tops, word[:-1])
 
     st.subheader("Choose units by concept or class importance")
     unit_pickers(run, units_df, imp_args, sel_key, k, lm)

@@ -73,9 +73,9 @@ def save_section(run_path: str, stamp: str, layer: str, feature: int, label: str
     if parsed is None:
         return
     st.subheader("Save as direction")
-    st.caption(f"Feature {feature}'s decoder row, a direction in `{parsed[0]}`'s activation "
-               "space, saved under the runs folder's directions/: steer and measure it on the "
-               "Directions page, in the ablation lab, or with `steer` / `tcav`.")
+    st.caption(f"Feature {feature}'s decoder row, a direction in the activation space of "
+               f"`{parsed[0]}`, saved under the runs folder's directions/: steer and measure it "
+               "on the Directions page, in the ablation lab, or with `steer` / `tcav`.")
     c1, c2, c3 = st.columns([3, 1, 1.4], vertical_alignment="bottom")
     name = c1.text_input("Direction name", value=default_name(layer, feature, label),
                          key=f"feat_dir_name_{layer}_{feature}")
