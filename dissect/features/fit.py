@@ -25,12 +25,15 @@ Choices (each checked by tests/test_dictfeatures.py on planted layers where the 
   data points and kept at unit norm, encoder tied to the decoder at start, Adam with a linear
   warm-up and cosine decay, and dead latents (no firing in RESAMPLE_EVERY steps) re-seeded on
   the worst-reconstructed inputs' residuals during the first 70% of training. Batch 1024,
-  lr 5e-3, SAE_STEPS steps. The command fits two seeds (S, S+1): the one with the lower
-  held-out reconstruction error is kept, and their Hungarian match is the stability figure.
+  lr 5e-3, SAE_STEPS steps; the backward pass runs only through each input's topk latents.
+  The command fits two seeds (S, S+1), concurrently when the CPU has cores to spare
+  (`fit_seeds`): the one with the lower held-out reconstruction error is kept, and their
+  Hungarian match is the stability figure.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -78,6 +81,19 @@ def fit_basis(X: np.ndarray, method: str, k: int, topk: int = 0, seed: int = 0,
     if method == "nmf":
         return fit_nmf(X, k, seed)
     return fit_sae(X, k, topk, seed, device, steps)
+
+
+def fit_seeds(X: np.ndarray, method: str, k: int, topk: int, seeds: tuple[int, ...],
+              device: str = "cpu", steps: int = 0) -> list[Basis]:
+    """One fit of X per seed (for the stability figure). SAE fits are independent and use their
+    own generators, so on a CPU with cores to spare they run concurrently, one per thread;
+    the bases are the same as fitted one after another."""
+    spare = (os.cpu_count() or 1) >= 2 * torch.get_num_threads()
+    if method != "sae" or device != "cpu" or not spare or len(seeds) < 2:
+        return [fit_basis(X, method, k, topk, s, device, steps) for s in seeds]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        return list(pool.map(lambda s: fit_basis(X, method, k, topk, s, device, steps), seeds))
 
 
 def fit_pca(X: np.ndarray, k: int) -> Basis:
@@ -159,8 +175,7 @@ def fit_sae(X: np.ndarray, k: int, topk: int, seed: int = 0, device: str = "cpu"
     idle = torch.zeros(k, dtype=torch.long, device=device)
     for step in range(steps):
         xb = xs[torch.randint(m, (batch,), generator=gen).to(device)]
-        z = topk_relu((xb - db) @ E + eb, topk)
-        err = z @ D + db - xb
+        err, fired = _sae_residual(xb, D, E, eb, db, topk)
         loss = (err ** 2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,13 +183,33 @@ def fit_sae(X: np.ndarray, k: int, topk: int, seed: int = 0, device: str = "cpu"
         sched.step()
         with torch.no_grad():
             D.div_(D.norm(dim=1, keepdim=True).clamp_min(1e-8))
-            fired = (z > 0).any(0)
             idle = torch.where(fired, torch.zeros_like(idle), idle + 1)
             if (step + 1) % RESAMPLE_EVERY == 0 and step < 0.7 * steps:
                 _resample(idle >= RESAMPLE_EVERY, xb, err, D, E, eb, opt, gen)
     with torch.no_grad():
         return Basis("sae", D.detach().cpu().clone(), db.detach().cpu() * scale,
                      E.detach().cpu().clone(), (eb.detach().cpu() * scale).clone(), topk)
+
+
+def _sae_residual(xb, D, E, eb, db, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction - xb, which latents fired) for a batch. With 0 < topk < K only the topk
+    chosen latents enter the graph: they are picked without gradient on the dense pre-activation,
+    then their codes and the reconstruction are computed from gathered rows, so the backward
+    pass costs O(batch * topk * C) instead of O(batch * K * C). Same function as
+    topk_relu((xb - db) @ E + eb, topk) @ D + db, the dense path used otherwise."""
+    xc = xb - db
+    k = D.shape[0]
+    if not 0 < topk < k:
+        z = topk_relu(xc @ E + eb, topk)
+        return z @ D + db - xb, (z > 0).any(0)
+    with torch.no_grad():
+        idx = (xc @ E + eb).topk(topk, dim=1).indices                       # [B, T]
+    enc_rows = E.T[idx]                                                     # [B, T, C]
+    codes = torch.relu(torch.bmm(enc_rows, xc.unsqueeze(-1)).squeeze(-1) + eb[idx])
+    recon = torch.bmm(codes.unsqueeze(1), D[idx]).squeeze(1)                # [B, C]
+    fired = torch.zeros(k, dtype=torch.bool, device=xb.device)
+    fired[idx[codes.detach() > 0]] = True
+    return recon + db - xb, fired
 
 
 def _resample(dead: torch.Tensor, xb, err, D, E, eb, opt, gen) -> None:

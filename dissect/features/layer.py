@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from dissect.features.basis import METHODS, Basis
-from dissect.features.fit import fit_basis, match_cosines, sample_positions
+from dissect.features.fit import fit_basis, fit_seeds, match_cosines, sample_positions
 from dissect.errors import FeatureError, RunError
 from dissect.probes.registry import open_run_probe
 from dissect.runs.folder import open_run
@@ -222,10 +222,12 @@ def _build(run, acts, layer, name, method, k, topk, seed, images, device, null, 
     rows = np.flatnonzero(choose)[: images or None]
     X = sample_positions(acts, rows, seed=seed)
     Xv = sample_positions(acts, np.flatnonzero(measure), max_positions=20_000, seed=seed)
-    fits = [fit_basis(X, method, k, topk, seed + i, device, steps) for i in range(2)]
-    if method != "sae":                                   # deterministic fits: another sample
+    if method == "sae":
+        fits = fit_seeds(X, method, k, topk, (seed, seed + 1), device, steps)
+    else:                                                 # deterministic fits: another sample
         X2 = sample_positions(acts, rows, seed=seed + 1, max_positions=len(X) // 2 or 1)
-        fits[1] = fit_basis(X2, method, k, topk, seed + 1, device, steps)
+        fits = [fit_basis(X, method, k, topk, seed, device, steps),
+                fit_basis(X2, method, k, topk, seed + 1, device, steps)]
     stab = match_cosines(fits[0].decoder.numpy(), fits[1].decoder.numpy(),
                          signed=method != "pca")
     basis = min(fits, key=lambda b: _heldout_mse(b, Xv)) if method == "sae" else fits[0]
