@@ -7,7 +7,8 @@
   accuracy after ablating that one feature through the command's own intervention;
 - "Save as direction" writes the feature's decoder row, as `direction --feature` does, only to
   a checked folder under the runs root, replacing only a direction folder and only when asked;
-- the lab and the unit page run on a feature layer without an exception.
+- the lab and the unit page run on a feature layer: units from the link, a concept's features,
+  the set accuracy equal to the command's intervention over the same set.
 
 One small ToyWorld run (40 probe images, conv6) with a TopK SAE of 16 features.
 """
@@ -38,7 +39,7 @@ def feat_root(tmp_path_factory) -> Path:
     assert main(["run", "--model", "toyworld", "--layer", "conv6", "--probe",
                  f"toyworld:{N_PROBE}", "--batch-size", "20", "--workers", "0", "--quiet",
                  "--out", str(out)]) == 0
-    done = features_layer(out, "conv6", "sae", k=K, topk=4, progress=False)
+    done = features_layer(out, "conv6", "sae", k=K, topk=4, steps=300, progress=False)
     assert done["layer"] == NAME
     return root
 
@@ -156,7 +157,7 @@ def test_pages_on_a_feature_layer(feat_root, monkeypatch, settle):
     at.query_params.update({"run": "ft", "layer": NAME, "unit": str(units[0]),
                             "units": ",".join(map(str, units))})
     at.session_state["loss_set"] = "toyworld:24"
-    at.session_state["abl_set"] = ""
+    at.session_state["abl_set"] = ""                  # no set job until the test names one
     at.run()
     at.switch_page("pages/ablation_lab.py")
     at.run()
@@ -165,6 +166,23 @@ def test_pages_on_a_feature_layer(feat_root, monkeypatch, settle):
     assert any(f"2 of {K} features selected" in c.value and "features of conv6" in c.value
                for c in at.caption), [c.value for c in at.caption]
     assert any(m.value.startswith("**After the ablation**") for m in at.markdown)
+    at.button(key="abl_use_concept").click().run()           # every feature of a concept
+    concept = at.selectbox(key="abl_concept").value
+    table = run.units(NAME)
+    cut = float(run.config.get("iou_threshold", 0.04) or 0.04)
+    want = table[(table["label"] == concept) & (table["iou"].astype(float) >= cut)]["unit"]
+    assert sorted(at.session_state[f"abl_units_{NAME}"]) == sorted(int(u) for u in want)
+    at.text_input(key="abl_set").set_value("toyworld:24").run()      # accuracy over a set
+    settle(at)
+    assert not at.exception, [e.value for e in at.exception]
+    got = {m.label: m.value for m in at.metric}
+    from dissect.features.ablate import feature_intervention
+    from dissect.interventions.labelled import SetCache, open_labelled_set
+    from dissect.models.registry import load_model
+    lm = load_model("toyworld", "default")
+    real = SetCache(lm, open_labelled_set("toyworld:24", lm, limit=200), ["conv6"]).evaluate(
+        [feature_intervention(run, NAME, want)])
+    assert got["Accuracy after"] == f"{real.acc_after:.1%}", (got, real.acc_after)
     at.switch_page("pages/unit_detail.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
