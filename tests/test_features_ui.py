@@ -144,6 +144,12 @@ def test_save_as_direction_checked_and_replaced_only_when_asked(feat_root, tmp_p
         with pytest.raises(DirectionError, match="cannot name a direction"):
             save_feature_direction(root, run, NAME, 3, bad)
     assert default_name(NAME, 3, "sky (object)") == "sky-object-conv6-sae16-f3"
+    other = tmp_path / "root"                       # directions/ a link out of the runs root
+    other.mkdir()
+    (other / "directions").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(DirectionError, match="leaves the runs folder"):
+        save_feature_direction(other, run, NAME, 3, "f3")
+    assert not (tmp_path / "f3").exists()
 
 
 def test_pages_on_a_feature_layer(feat_root, monkeypatch, settle):
