@@ -13,11 +13,13 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from dissect.interventions.ablation import Intervention, format_units, parse_units
+from dissect.features.layer import layer_label
+from dissect.interventions.ablation import format_units, parse_units
 from dissect.errors import USER_ERRORS, AblationError
 from studio import lab as L
 from studio import ablation_view as V
 from studio import job_view as JV
+from studio import feature_lab as FL
 
 torch.set_grad_enabled(False)
 
@@ -112,13 +114,17 @@ def unit_pickers(run, units_df, imp_args, sel_key: str, k: int, lm) -> None:
                           format_func=lambda b: {"balanced": "balanced-accuracy drop",
                                                  "acc": "accuracy drop",
                                                  "logit": "class-logit drop"}[b])
-        n = c3.number_input("Top N", 1, k, 10, key="abl_imp_n")
+        n = c3.number_input("Top N", 1, k, min(10, k), key="abl_imp_n")
         st.button(f"Select the top {n} units for {cls}", key="abl_use_imp",
                   on_click=_set_units, args=(sel_key, sorted(imp.top(cls, int(n), by=by))))
         table = imp.table(cls, by=by).head(int(n))
         if units_df is not None:
             table = table.merge(units_df[["unit", "label", "iou"]], on="unit", how="left")
         st.dataframe(table, hide_index=True, height=200)
+        if FL.is_feature(imp.layer):
+            st.caption("The control curve (remove the top N, keep only the top N) is offered "
+                       "for layers of units.")
+            return
         with st.expander("Control (PNAS): remove each class's top N vs keep only its top N"):
             ns = tuple(sorted({n for n in (1, 2, 5, 10, 20, 50, 100, k // 2) if 0 < n < k}))
             if st.button("Compute the curve", key="abl_control"):
@@ -146,8 +152,9 @@ def choose_mode(run, set_args, layer: str):
                 st.caption("Using zero until the unit means over the labelled set are ready.")
                 return "zero", float(value), None
         if means is None:
-            st.warning("No unit means: the run kept no activations (acts.npy) and no labelled "
-                       "set is chosen below; using zero.")
+            st.warning(f"No {FL.what_name(layer, 1)} means: the run kept no activations "
+                       "(acts.npy)" + ("" if FL.is_feature(layer) else
+                                       " and no labelled set is chosen below") + "; using zero.")
             mode = "zero"
     return mode, float(value), means
 
@@ -168,10 +175,15 @@ def main() -> None:
         default = "conv_head" if "conv_head" in names else names[-1]
         layer = st.selectbox("Layer", names, index=names.index(default),
                              key=f"abl_layer_{model_name}")
-    k = layers.get(layer)
-    if k is None:
-        st.error(f"Layer '{layer}' has no spatial output in {model_name}.")
+    try:
+        k = FL.layer_size(run, layers, layer)
+    except USER_ERRORS as e:
+        st.error(str(e))
         st.stop()
+    if k is None:
+        st.error(f"Layer '{FL.base_layer(layer)}' has no spatial output in {model_name}.")
+        st.stop()
+    base = FL.base_layer(layer)             # the model's layer (conv6 for conv6@sae512)
     units_df = images = arrays = None
     if run is not None:
         from studio.data import images_table, layer_arrays, stamp, units_table
@@ -188,7 +200,9 @@ def main() -> None:
     st.session_state.setdefault("abl_set", L.default_set(model_name))
     limit = int(st.session_state.get("abl_limit", 200))
     spec = st.session_state["abl_set"]
-    set_args = (model_name, weights, spec, layer, limit) if spec else None
+    set_args = (model_name, weights, spec, base, limit) if spec else None
+    imp_args = set_args if not FL.is_feature(layer) or not spec else \
+        (model_name, weights, spec, layer, limit, str(run.path))
 
     labels = ({} if units_df is None else
               {int(u): f"{int(u)} · {lab or '—'} ({float(iou):.2f})" for u, lab, iou in
@@ -196,19 +210,27 @@ def main() -> None:
     label_of = lambda u: labels.get(u, str(u))  # noqa: E731
 
     c1, c2, c3, c4 = st.columns([5, 3, 0.8, 0.8], vertical_alignment="bottom")
-    c1.multiselect("Units to ablate", list(range(k)), key=sel_key, format_func=label_of,
-                   placeholder="Choose units (or pick them by concept or class importance below)")
+    word = FL.what_name(layer)
+    c1.multiselect(f"{word.capitalize()} to ablate", list(range(k)), key=sel_key,
+                   format_func=label_of, placeholder=f"Choose {word} (or pick them by concept "
+                                                     "or class importance below)")
     with c2:
-        mode, value, means = choose_mode(run, set_args, layer)
+        mode, value, means = choose_mode(run, None if base != layer else set_args, layer)
     c3.button("Reset", key="abl_reset", on_click=_set_units, args=(sel_key, []))
     c4.button("Invert", key="abl_invert", on_click=_invert_units, args=(sel_key, k))
     units = list(st.session_state[sel_key])
     keep_units_in_url(units)
-    iv = Intervention(layer, tuple(units), mode, value, means)
-    steer = V.steer_picker(lm, layer)
+    try:
+        iv = FL.lab_intervention(run, layer, units, mode, value, means)
+    except USER_ERRORS as e:
+        st.error(str(e))
+        st.stop()
+    steer = V.steer_picker(lm, base)
     ivs = [iv] + ([steer] if steer is not None else [])
     what = " + ".join(([iv.describe()] if units else []) + ([steer.describe()] if steer else []))
-    st.caption(f"{len(units)} of {k} units selected · {what or iv.describe()}")
+    st.caption(f"{len(units)} of {k} {word} selected · {what or iv.describe()}"
+               + (f" · {layer_label(layer)}: the codes are edited and written back into "
+                  f"`{base}` (x ← x + Σ (z′ − z)·decoder)" if base != layer else ""))
 
     # ---- the image and what the ablation does to it ----------------------------------------
     tops = []
@@ -239,10 +261,10 @@ def main() -> None:
             from studio.data import plain_image
             thumb = lambda i: plain_image(str(run.path), st_, int(i))  # noqa: E731
         V.image_gallery(str(run.path) if images is not None else None,
-                        len(images) if images is not None else 0, thumb, tops)
+                        len(images) if images is not None else 0, thumb, tops, word[:-1])
 
     st.subheader("Choose units by concept or class importance")
-    unit_pickers(run, units_df, set_args, sel_key, k, lm)
+    unit_pickers(run, units_df, imp_args, sel_key, k, lm)
 
     # ---- a labelled set ---------------------------------------------------------------------
     st.subheader("Per-class accuracy on a labelled set")

@@ -12,6 +12,7 @@ import streamlit as st
 from dissect.runs.render import category_color
 from dissect.trust.columns import verdict as trust_verdict
 from studio import common, formulas, vis_view
+from studio.feature_direction_view import save_section
 from studio.feature_links import feature_links_section
 from studio.unit_losses import losses_section
 from studio.data import (concept_overlay, get_run, concepts_table, iou_threshold, layer_arrays,
@@ -184,6 +185,8 @@ with right:
         st.info("This run kept no activation histogram (hist.npz).")
 
 feature_links_section(ctx.path, ctx.stamp, ctx.layer, unit)
+save_section(ctx.path, ctx.stamp, ctx.layer, unit,
+             str(row["label"]) if pd.notna(row["label"]) else "")
 st.divider()
 losses_section(ctx.path, ctx.stamp, ctx.layer, unit)
 

@@ -54,10 +54,11 @@ def _thumbs(items: list[tuple[str, dict, bytes]], chosen: dict | None) -> None:
                        type="primary" if pick == chosen else "secondary")
 
 
-def image_gallery(run_path: str | None, n_images: int, thumb, unit_tops: list[tuple[int, int, int]]) -> None:
+def image_gallery(run_path: str | None, n_images: int, thumb, unit_tops: list[tuple[int, int, int]],
+                  word: str = "unit") -> None:
     """Pick the image: probe images (the chosen units' top images first, then every probe
     image, paged), a sample photo or an upload. `thumb(index)` gives a probe image's JPEG;
-    `unit_tops` is [(unit, rank, image index)]."""
+    `unit_tops` is [(unit, rank, image index)]; `word`: "unit" or "feature"."""
     chosen = st.session_state.get(PICK)
     sources = (["Probe images"] if run_path else []) + ["Sample photos", "Upload"]
     src = st.segmented_control("Images from", sources, key=f"abl_src_{len(sources)}",
@@ -68,12 +69,12 @@ def image_gallery(run_path: str | None, n_images: int, thumb, unit_tops: list[tu
         for unit, rank, i in unit_tops:
             if i not in seen:
                 seen.add(i)
-                items.append((f"unit {unit} · #{rank + 1}", {"kind": "probe", "index": int(i)}))
+                items.append((f"{word} {unit} · #{rank + 1}", {"kind": "probe", "index": int(i)}))
         first = len(items)
         items += [(f"image {i}", {"kind": "probe", "index": i}) for i in range(n_images)]
         pages = max(1, -(-len(items) // PER_PAGE))
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.caption((f"The top images of the chosen units first ({first}), then all "
+        c1.caption((f"The top images of the chosen {word}s first ({first}), then all "
                     if first else "All ") + f"{n_images} probe images; click one to use it.")
         page = c2.number_input("Page", 1, pages, 1, key="abl_gallery_page",
                                help=f"{pages} pages of {PER_PAGE}")
@@ -207,14 +208,14 @@ def export(iv, units_df, result, set_result, run, model_name: str, weights: str,
         cols = [c for c in ("unit", "category", "label", "iou") if c in units_df.columns]
         rows = rows.merge(units_df[cols], on="unit", how="left")
     payload = {"model": model_name, "weights": weights, "run": str(run.path) if run else None,
-               "layer": iv.layer, "mode": iv.mode, "value": iv.value,
+               "layer": getattr(iv, "name", "") or iv.layer, "mode": iv.mode, "value": iv.value,
                "units": rows.to_dict("records"),
                "image": result.to_json() if result is not None else None,
                "set": set_result.to_json() if set_result is not None else None,
                "steer": None if steer is None else {
                    "concept": steer.d.concept, "method": steer.d.method, "layer": steer.layer,
                    "alpha_sigma": steer.alpha, "sigma": float(steer.d.sigma)}}
-    table = rows.assign(layer=iv.layer, mode=iv.mode, value=iv.value)
+    table = rows.assign(layer=getattr(iv, "name", "") or iv.layer, mode=iv.mode, value=iv.value)
     if set_result is not None:
         table = table.assign(acc_before=set_result.acc_before, acc_after=set_result.acc_after)
     c1, c2 = st.columns(2)             # made on click (callables), not on every rerun

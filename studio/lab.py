@@ -195,22 +195,33 @@ def get_means(run_path: str, layer: str):
     return means_from_run(open_run(run_path), layer)
 
 
-def cached_importance(name: str, weights: str, spec: str, layer: str, limit: int):
+def cached_importance(name: str, weights: str, spec: str, layer: str, limit: int,
+                      run_path: str | None = None):
     """The importance ranking of this key when some page computed it already, else None."""
-    job = bg.find(("importance", name, weights, spec, layer, int(limit)))
+    job = bg.find(("importance", name, weights, spec, layer, int(limit))
+                  + ((run_path,) if run_path else ()))
     return job.result if job is not None and job.state == "done" else None
 
 
-def importance_job(name: str, weights: str, spec: str, layer: str, limit: int) -> bg.Job:
-    """The job whose result is dissect.interventions.importance.rank_units over the labelled set."""
+def importance_job(name: str, weights: str, spec: str, layer: str, limit: int,
+                   run_path: str | None = None) -> bg.Job:
+    """The job whose result is dissect.interventions.importance.rank_units over the labelled
+    set; for a feature layer (with `run_path`, the run that holds it)
+    dissect.features.importance.rank_features: each feature removed alone by the write-back."""
     from dissect.interventions.importance import rank_units
 
     def work(job, lm):
         lset = _Watched(_open_set(lm, spec, limit, job), job, "first pass over the set")
-        return rank_units(lm, lset, layer, progress=lambda d, t: job.step(
-            d, t, "removing each unit alone"))
-    return _submit("importance", (name, weights, spec, layer, int(limit)),
-                   "Ranking every unit for every class (each removed alone)", work)
+        step = lambda d, t: job.step(d, t, f"removing each {what} alone")  # noqa: E731
+        if run_path:
+            from dissect.features.importance import rank_features
+            from dissect.runs.folder import open_run
+            return rank_features(lm, lset, open_run(run_path), layer, progress=step)
+        return rank_units(lm, lset, layer, progress=step)
+    what = "feature" if run_path else "unit"
+    return _submit("importance", (name, weights, spec, layer, int(limit))
+                   + ((run_path,) if run_path else ()),
+                   f"Ranking every {what} for every class (each removed alone)", work)
 
 
 def curve_job(imp, name: str, weights: str, spec: str, layer: str, limit: int, ns: tuple,

@@ -45,15 +45,19 @@ class FeatureIntervention:
             raise AblationError("mode 'mean' needs the features' mean codes: pass --run RUN "
                                 "whose feature layer kept acts.npy")
 
-    def apply(self, out: torch.Tensor) -> torch.Tensor:
-        """out + sum over chosen k of (z'_k - z_k) * decoder[k] (a new tensor)."""
+    def apply(self, out: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """out + sum over chosen k of (z'_k - z_k) * decoder[k] (a new tensor). `codes`: the
+        code maps [B, K, h, w] of `out` when the caller computed them already (a ranking that
+        edits the same output once per feature encodes it once)."""
         if not self.units:
             return out.clone()
         if out.dim() != 4 or out.shape[1] != self.basis.channels:
             raise AblationError(f"'{self.name}' is a basis of {self.basis.channels} channels, but "
                                 f"layer '{self.layer}' gives {list(out.shape[1:])}; refit it")
         idx = torch.as_tensor(self.units, dtype=torch.long, device=out.device)
-        z = self.basis.to(out.device).encode_maps(out.float())[:, idx]       # [B, S, h, w]
+        if codes is None:
+            codes = self.basis.to(out.device).encode_maps(out.float())
+        z = codes.to(out.device)[:, idx]                                      # [B, S, h, w]
         if self.mode == "zero":
             new = torch.zeros_like(z)
         elif self.mode == "value":

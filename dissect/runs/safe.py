@@ -116,12 +116,29 @@ def read_bytes(path: str | os.PathLike, folder: str | os.PathLike | None = None,
     try:
         fd = _open(path, folder)
         with os.fdopen(fd, "rb") as f:
-            data = f.read(limit + 1)
+            data = _read_upto(f, limit + 1)
     except (OSError, RunError) as e:
         raise _fail(path, folder, error, owner, fix, _why(e)) from None
     if len(data) > limit:
         raise _fail(path, folder, error, owner, fix, f"it is larger than {limit // MB} MB")
     return data
+
+
+def _read_upto(f, n: int) -> bytes:
+    """At most `n` bytes of `f`, allocating about the file's size, not `n`: f.read(n) allocates
+    n bytes up front (512 MB for every CSV read under CSV_LIMIT), so the file's size leads and
+    the rest, if it grew meanwhile, follows in pieces."""
+    first = f.read(min(n, os.fstat(f.fileno()).st_size + 1))
+    if len(first) >= n or not first:
+        return first
+    parts, got = [first], len(first)
+    while got < n:
+        more = f.read(min(n - got, 1 << 20))
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def read_json(path: str | os.PathLike, folder: str | os.PathLike | None = None, *,
