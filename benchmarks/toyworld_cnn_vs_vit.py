@@ -5,8 +5,8 @@
 For each model: accuracy on world 4242 (600 images); a dissection of every block on world 7
 (400 images, all categories), counting the distinct concepts some unit is labelled with at
 IoU >= 0.1 per layer; and the PNAS control curve (`ablate --control`) on toyworld:600 of world 7
-at one layer (conv6 for the CNN; blocks.2 for the ViT, whose last block's patch tokens the head
-never reads). Everything runs through the public CLI; prints markdown rows.
+at the last layer (conv6 for the CNN, blocks.3 for the ViT: both heads max-pool that map).
+Everything runs through the public CLI; prints markdown rows.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 MODELS = {
     "cnn": ("toyworld", ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6"], "conv6"),
-    "vit": ("toyworld-vit", ["blocks.0", "blocks.1", "blocks.2", "blocks.3"], "blocks.2"),
+    "vit": ("toyworld-vit", ["blocks.0", "blocks.1", "blocks.2", "blocks.3"], "blocks.3"),
 }
 CONTROL = "1,2,4,8,16,32"
 

@@ -17,7 +17,7 @@ from dissect.toyworld.world import SCENE_NAMES
 
 N_PROBE, PROBE_SEED = 400, 7      # a world the ViT never saw (it trained on world 0)
 LAST = ["blocks.2", "blocks.3"]
-MIN_ACC = 0.70        # measured 0.745 on world 1000; the issue's goal (0.90) and floor (0.85) are not met
+MIN_ACC = 0.85        # the issue's floor; measured 0.872 on world 1000 (goal 0.90 not met)
 BLOCKS = ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
 
 
@@ -91,8 +91,6 @@ def _concepts(run, layer: str, min_iou: float = 0.1) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not met by the committed weights (74.5% accurate): 0 "
-                   "concepts at IoU >= 0.1 in blocks.0-3 (best: crown 0.095); retrain, then drop this")
 def test_last_blocks_find_six_concepts(vit_run):
     for layer in BLOCKS:
         u = vit_run.units(layer)
@@ -104,22 +102,26 @@ def test_last_blocks_find_six_concepts(vit_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not met by the committed weights: no unit of blocks.2 is "
-                   "labelled sun at IoU >= 0.04 (best 0.026) and zeroing the 3 best changes "
-                   "beach by +0.01; retrain, then drop this")
 def test_zeroing_sun_units_drops_beach_on_an_unseen_world(vit_run):
+    """As in the CNN: zero the last block's units labelled sun (at every patch token) and beach
+    and sky, the two scenes a sun defines, lose at least 0.3 of accuracy and more than any other
+    scene (park, whose kites and flowers share colours with suns, loses 0.18)."""
     from dissect.toyworld.generate import render_parallel
     from dissect.toyworld.groundtruth import concept_units, scene_accuracy
     model = load_toyworld_vit().model
     x, y = render_parallel(2024, 900, workers=1, chunk=300)
     before = scene_accuracy(model, x, y)
     effects = {}
-    for layer in BLOCKS:          # the figures for the README; the test holds blocks.2
+    for layer in BLOCKS:          # the figures for the README; the test holds blocks.3
         units = concept_units(vit_run, layer, "sun")
         after = scene_accuracy(model, x, y, layer, units) if units else before
         effects[layer] = (units, after)
         print(layer, "sun units", units, "beach", before["beach"], "->", after["beach"],
               "sky", before["sky"], "->", after["sky"], "all", before["all"], "->", after["all"])
-    units, after = effects["blocks.2"]
-    assert units, vit_run.units("blocks.2")[["unit", "object-label", "object-iou"]].head(20)
+    units, after = effects["blocks.3"]
+    assert units, vit_run.units("blocks.3")[["unit", "object-label", "object-iou"]].head(20)
     assert before["beach"] - after["beach"] >= 0.3, (before["beach"], after["beach"])
+    assert before["sky"] - after["sky"] >= 0.3, (before["sky"], after["sky"])
+    loss = {s: before[s] - after[s] for s in before if s != "all"}
+    print("accuracy lost per scene:", {s: round(v, 3) for s, v in loss.items()})
+    assert sorted(loss, key=loss.get)[-2:] in (["beach", "sky"], ["sky", "beach"]), loss

@@ -179,11 +179,13 @@ RECIPE: list[TrainConfig] = [
 ]
 
 
-# The recipe of the committed ViT weights: one stage on world 0, one torch thread (the machine
-# it was trained on is shared); AdamW with the weight decay ViTs are trained with.
+# The recipe of the committed ViT weights: as the CNN's, each stage starts from the last one's
+# weights on a fresh world (seeds 0, 1, 2) with a lower peak rate; AdamW with the weight decay
+# ViTs are trained with; two torch threads and two generation processes.
 VIT_RECIPE: list[TrainConfig] = [
-    TrainConfig(arch="vit", images=36000, epochs=3, batch_size=128, lr=2e-3, weight_decay=0.05,
-                label_smoothing=0.05, seed=0, workers=1, threads=1),
+    TrainConfig(arch="vit", images=40000, epochs=3, lr=2e-3, weight_decay=0.05, seed=0),
+    TrainConfig(arch="vit", images=32000, epochs=2, lr=1e-3, weight_decay=0.05, seed=1),
+    TrainConfig(arch="vit", images=32000, epochs=2, lr=5e-4, weight_decay=0.05, seed=2),
 ]
 
 
