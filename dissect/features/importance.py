@@ -14,12 +14,11 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from dissect.errors import AblationError
 from dissect.features.ablate import FeatureIntervention, feature_intervention
-from dissect.interventions.importance import Importance, _balanced
+from dissect.interventions.importance import Importance, tabulate
 from dissect.interventions.labelled import LabelledSet
 from dissect.models.hooks import capture, intervene
 from dissect.models.registry import LoadedModel
@@ -61,16 +60,4 @@ def rank_features(lm: LoadedModel, lset: LabelledSet, run, name: str, mode: str 
             pred[rows, u] = out.argmax(1).cpu().numpy()
             true_logit[rows, u] = out.gather(1, yb[:, None])[:, 0].cpu().numpy()
         start += len(x01)
-    logits = torch.cat(base_logits)
-    base_pred = logits.argmax(1).cpu().numpy()
-    base_true = logits.gather(1, y[:, None])[:, 0].cpu().numpy()
-    classes = sorted(set(labels.tolist()))
-    rec0, bal0 = _balanced(labels, base_pred, classes)
-    rec, bal = _balanced(labels, pred, classes)
-    drop = base_true[:, None] - true_logit
-    logit_drop = np.stack([drop[labels == c].mean(0) for c in classes])
-    baseline = pd.DataFrame({"class": [lm.class_names[c] for c in classes], "index": classes,
-                             "n": [int((labels == c).sum()) for c in classes],
-                             "acc": rec0, "balanced": bal0})
-    return Importance(name, mode, list(lm.class_names), classes, bal0[:, None] - bal,
-                      rec0[:, None] - rec, logit_drop, False, baseline)
+    return tabulate(lm, name, mode, labels, y, torch.cat(base_logits), pred, true_logit, False)

@@ -218,6 +218,14 @@ def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero
                 pred[rows, u] = out.argmax(1).cpu().numpy()
                 true_logit[rows, u] = out.gather(1, yb[:, None])[:, 0].cpu().numpy()
             start += len(x01)
+    return tabulate(lm, layer, mode, labels, y, logits, pred, true_logit, pl is not None)
+
+
+def tabulate(lm, layer: str, mode: str, labels: np.ndarray, y: torch.Tensor,
+             logits: torch.Tensor, pred: np.ndarray, true_logit: np.ndarray,
+             exact: bool) -> Importance:
+    """An Importance from the clean `logits` [N, classes] and, per image and ablated unit (or
+    feature), the prediction `pred` [N, K] and the true class's logit `true_logit` [N, K]."""
     base_pred = logits.argmax(1).cpu().numpy()
     base_true = logits.gather(1, y[:, None])[:, 0].cpu().numpy()
     classes = sorted(set(labels.tolist()))
@@ -229,7 +237,7 @@ def rank_units(lm: LoadedModel, lset: LabelledSet, layer: str, mode: str = "zero
                              "n": [int((labels == c).sum()) for c in classes],
                              "acc": rec0, "balanced": bal0})
     return Importance(layer, mode, list(lm.class_names), classes, bal0[:, None] - bal,
-                      rec0[:, None] - rec, logit_drop, pl is not None, baseline)
+                      rec0[:, None] - rec, logit_drop, exact, baseline)
 
 
 @torch.no_grad()
