@@ -37,6 +37,7 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dissect.features.basis import Basis, METHODS, nnls_codes, topk_relu
 from dissect.errors import FeatureError
@@ -204,9 +205,9 @@ def _sae_residual(xb, D, E, eb, db, topk: int) -> tuple[torch.Tensor, torch.Tens
         return z @ D + db - xb, (z > 0).any(0)
     with torch.no_grad():
         idx = (xc @ E + eb).topk(topk, dim=1).indices                       # [B, T]
-    enc_rows = E.T[idx]                                                     # [B, T, C]
-    codes = torch.relu(torch.bmm(enc_rows, xc.unsqueeze(-1)).squeeze(-1) + eb[idx])
-    recon = torch.bmm(codes.unsqueeze(1), D[idx]).squeeze(1)                # [B, C]
+    enc_rows = F.embedding(idx, E.t().contiguous())                        # [B, T, C]
+    codes = torch.relu((enc_rows * xc.unsqueeze(1)).sum(-1) + eb[idx])
+    recon = (codes.unsqueeze(-1) * F.embedding(idx, D)).sum(1)              # [B, C]
     fired = torch.zeros(k, dtype=torch.bool, device=xb.device)
     fired[idx[codes.detach() > 0]] = True
     return recon + db - xb, fired
