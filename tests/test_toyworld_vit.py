@@ -17,7 +17,7 @@ from dissect.toyworld.world import SCENE_NAMES
 
 N_PROBE, PROBE_SEED = 400, 7      # a world the ViT never saw (it trained on world 0)
 LAST = ["blocks.2", "blocks.3"]
-MIN_ACC = 0.85        # the issue's floor; measured 0.872 on world 1000 (goal 0.90 not met)
+MIN_ACC = 0.87        # measured 0.905 on world 1000 (2,000 images), 0.893 on world 4242 (600)
 BLOCKS = ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
 
 
@@ -105,7 +105,7 @@ def test_last_blocks_find_six_concepts(vit_run):
 def test_zeroing_sun_units_drops_beach_on_an_unseen_world(vit_run):
     """As in the CNN: zero the last block's units labelled sun (at every patch token) and beach
     and sky, the two scenes a sun defines, lose at least 0.3 of accuracy and more than any other
-    scene (park, whose kites and flowers share colours with suns, loses 0.18)."""
+    scene (park, whose kites and flowers share colours with suns, loses 0.07)."""
     from dissect.toyworld.generate import render_parallel
     from dissect.toyworld.groundtruth import concept_units, scene_accuracy
     model = load_toyworld_vit().model
