@@ -88,21 +88,27 @@ class _Staging:
 class CodeView:
     """Code maps [N, K, h, w] of a cache acts [N, C, h, w]: `view[lo:hi]`, `view[index_array]`,
     `view[index_array, k]`. Writes are ignored. Dense codes (PCA, NMF) are computed on every
-    read. A TopK SAE's codes have at most topk non-zeros per position, so `remember` keeps them
-    sparse (values and indices [N, h, w, topk]: 6·topk bytes a position, 19 MB for 2,000
-    ToyWorld images at topk 8, where the dense codes take 800 MB) and later reads scatter them
-    back, exactly, instead of encoding again."""
+    read. A TopK SAE's codes have at most topk non-zeros per position, so, given a `folder`,
+    `remember` keeps them sparse in two memory-mapped files there (values and indices
+    [N, h, w, topk]: 6·topk bytes a position, 19 MB for 2,000 ToyWorld images at topk 8, where
+    the dense codes take 800 MB; on disk, so memory does not grow with the probe set) and later
+    reads scatter them back, exactly, instead of encoding again."""
 
-    def __init__(self, acts: np.ndarray, basis: Basis, device: str = "cpu"):
+    def __init__(self, acts: np.ndarray, basis: Basis, device: str = "cpu",
+                 folder: Path | None = None):
         n, _, h, w = acts.shape
         self.acts, self.basis, self.device = acts, basis.to(device), device
         self.shape = (n, basis.k, h, w)
         self.dtype = np.dtype(np.float32)
         t = basis.topk
         self.sparse = None
-        if basis.method == "sae" and 0 < t < basis.k:
+        if folder is not None and basis.method == "sae" and 0 < t < basis.k:
+            from numpy.lib.format import open_memmap
+            Path(folder).mkdir(parents=True, exist_ok=True)
             index = np.int16 if basis.k <= np.iinfo(np.int16).max else np.int32
-            self.sparse = (np.zeros((n, h, w, t), np.float32), np.zeros((n, h, w, t), index),
+            self.sparse = (open_memmap(Path(folder) / "code_values.npy", "w+", np.float32,
+                                       (n, h, w, t)),
+                           open_memmap(Path(folder) / "code_index.npy", "w+", index, (n, h, w, t)),
                            np.zeros(n, bool))
 
     def remember(self, lo: int, hi: int, z: torch.Tensor) -> None:
@@ -300,7 +306,7 @@ def _dissect_basis(run, acts, name, basis, cfg, measure, info, overwrite, progre
     device, k = cfg.device, basis.k
     probe = open_run_probe(run)
     concepts, cats, lut, cc = concept_tables(probe)
-    view = CodeView(acts, basis, device)
+    view = CodeView(acts, basis, device, folder=staging / "codes")
     L = _feature_layer(name, view, cfg)
     q = _Quality(k, c_of(acts))
     n = len(acts)
