@@ -89,7 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve(files: dict[str, bytes], *, ranges: bool = True):
     """Serve `files` (URL path -> bytes) on 127.0.0.1 at a free port; stops on exit."""
-    srv = _Server(files, ranges)
+    with running(_Server(files, ranges)) as srv:
+        yield srv
+
+
+@contextmanager
+def running(srv):
+    """Run an HTTP server (bound already) in a daemon thread; shut down and closed on exit."""
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

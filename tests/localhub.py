@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import urllib.parse
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from localhttp import running
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -85,11 +86,5 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve_hub(repos: dict[str, dict[str, bytes]]):
     """Serve `repos` (repo id -> {filename: bytes}) on 127.0.0.1 at a free port; stops on exit."""
-    srv = _Hub(repos)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(_Hub(repos)) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
